@@ -1,0 +1,99 @@
+"""Command line: `sensord run`, `sensord check` (contract: ARCHITECTURE.md "CLI")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import cast
+
+from sensord import __version__
+from sensord.config import Settings, default_config_path, load_settings
+from sensord.errors import ConfigError
+from sensord.rules import Rule, load_rules
+
+log = logging.getLogger("sensord")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sensord", description="IoT sensor telemetry and alerting daemon"
+    )
+    parser.add_argument("--version", action="version", version=f"sensord {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", type=Path, help="config file (default: $SENSORD_CONFIG, "
+                     "else /etc/sensord/sensord.toml, else ./sensord.toml)")
+    run.add_argument("--role", choices=("all", "edge", "notify"), default="all",
+                     help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both")
+    run.add_argument("--log-level", default="info",
+                     choices=("debug", "info", "warning", "error"))
+    check = sub.add_parser("check", help="validate the config and every rule file")
+    check.add_argument("-c", "--config", type=Path)
+    return parser
+
+
+def load_all(config: Path | None) -> tuple[Path, Settings, list[Rule]]:
+    path = config if config is not None else default_config_path()
+    settings = load_settings(path)
+    rules = load_rules(settings.rules.paths, settings.base_dir)
+    return path, settings, rules
+
+
+def _print_problems(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        path, settings, rules = load_all(args.config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    print(f"{path}: ok ({len(rules)} rule(s), {len(settings.channels)} channel(s))")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiormq/aio-pika log a traceback per disconnect; sensord logs the outage itself.
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    try:
+        path, settings, rules = load_all(args.config)
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    log.info("config %s, %d rule(s)", path, len(rules))
+    from sensord.service import Role, Service  # noqa: PLC0415 - keep `check` light
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Service(settings, rules, cast(Role, args.role)).run(stop)
+
+    asyncio.run(main())
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return cmd_check(args)
+    return cmd_run(args)

@@ -1,0 +1,393 @@
+"""Typed settings: TOML file + `SENSORD_SECTION__KEY` environment overrides.
+
+Keys are a contract (ARCHITECTURE.md). Unknown keys are errors naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sensord.errors import ConfigError, Problem
+
+ENV_PREFIX = "SENSORD_"
+CONFIG_ENV = "SENSORD_CONFIG"
+DEFAULT_CONFIG_PATHS = (Path("/etc/sensord/sensord.toml"), Path("sensord.toml"))
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def parse_duration(value: object) -> float:
+    """`"500ms"`, `"5s"`, `"2m"`, `"1h"`, `"1d"` or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '5s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r}: use a number and a unit, e.g. '5s', '2m'")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "sensord"
+    topics: list[str] = Field(default_factory=lambda: ["sensors/#"], min_length=1)
+    topic_template: str = "sensors/{site}/{device}/{kind}"
+    qos: Literal[0, 1, 2] = 1
+    persistent_session: bool = True
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    username: str | None = None
+    password_file: Path | None = None
+    max_payload: int = Field(default=65536, ge=16)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise ValueError("must be mqtt://host:port (mqtts:// arrives with TLS support)")
+        if not parts.hostname:
+            raise ValueError("must name a host, e.g. mqtt://127.0.0.1:1883")
+        return v
+
+    @field_validator("topic_template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        names = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", v)
+        missing = {"site", "device", "kind"} - set(names)
+        if missing:
+            raise ValueError(f"must contain the segments {{site}}, {{device}} and {{kind}}; "
+                             f"missing {', '.join(sorted(missing))}")
+        for segment in v.split("/"):
+            if "{" in segment and not re.fullmatch(r"\{[A-Za-z_][A-Za-z0-9_]*\}", segment):
+                raise ValueError(f"segment {segment!r}: a named segment must be a whole level")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+class AmqpSettings(_Section):
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    prefix: str = "sensord"
+    reconnect_interval: float = Field(default=2.0, gt=0)
+    publish_timeout: float = Field(default=10.0, gt=0)
+    max_pending: int = Field(default=100_000, ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError("only letters, digits, '_', '-' and '.' are allowed")
+        return v
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.prefix}.alerts"
+
+    def notify_queue(self, channel: str) -> str:
+        return f"{self.prefix}.notify.{channel}"
+
+    def dead_queue(self, channel: str) -> str:
+        return f"{self.prefix}.notify.{channel}.dead"
+
+
+class RulesSettings(_Section):
+    paths: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
+    tick: float = Field(default=1.0, gt=0, le=60)
+
+
+class StateSettings(_Section):
+    path: Path = Path("var/sensord.db")
+
+
+class HttpSettings(_Section):
+    listen: str = "127.0.0.1:9300"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        if v == "":
+            return v  # disabled
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9300 (or \"\" to disable)")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    delay: float = 5.0
+    max_delay: float = 300.0
+
+    @field_validator("delay", "max_delay", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+
+SeverityName = Literal["critical", "warning", "info"]
+
+
+class _ChannelBase(_Section):
+    name: str
+    severities: list[SeverityName] = Field(
+        default_factory=lambda: ["critical", "warning", "info"], min_length=1
+    )
+    send_resolved: bool = True
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    prefetch: int = Field(default=16, ge=1, le=10_000)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError("only letters, digits, '_' and '-' are allowed")
+        return v
+
+
+class ConsoleChannelSettings(_ChannelBase):
+    type: Literal["console"]
+
+
+class WebhookChannelSettings(_ChannelBase):
+    type: Literal["webhook"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = 10.0
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+ChannelSettings = Annotated[
+    ConsoleChannelSettings | WebhookChannelSettings, Field(discriminator="type")
+]
+CHANNEL_TYPES = ("console", "webhook")
+
+
+class Settings(_Section):
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    channels: list[ChannelSettings] = Field(default_factory=list)
+    # Directory that relative paths in the file are resolved against (the file's own);
+    # set by load_settings, never read from the file.
+    base_dir: Path = Field(default=Path(), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_base_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "base_dir" in data:
+            raise ValueError("base_dir is not a config key")
+        return data
+
+    @model_validator(mode="after")
+    def _unique_channels(self) -> Settings:
+        seen: set[str] = set()
+        for ch in self.channels:
+            if ch.name in seen:
+                raise ValueError(f"channel name {ch.name!r} is used twice")
+            seen.add(ch.name)
+        return self
+
+    def resolve(self, path: Path | str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_PATHS[-1]
+
+
+def _env_value(raw: str) -> Any:
+    """Env values are JSON when they parse as JSON (lists, numbers, booleans), else strings."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Merge `SENSORD_A__B__C=value` into data; list indexes are numbers (`CHANNELS__0__URL`).
+
+    Returns the dotted key paths that were overridden (to name them in errors).
+    """
+    applied: list[str] = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            continue
+        node: Any = data
+        for i, key in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise ConfigError([Problem(f"${name}", None, f"no list item {key!r}")])
+                if last:
+                    node[int(key)] = _env_value(raw)
+                else:
+                    node = node[int(key)]
+            elif isinstance(node, dict):
+                if last:
+                    node[key] = _env_value(raw)
+                else:
+                    node = node.setdefault(key, {})
+            else:
+                raise ConfigError([Problem(f"${name}", None, "does not name a table")])
+        applied.append(".".join(path))
+    return applied
+
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+
+def toml_key_line(text: str, path: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of a key path in a TOML text (tomllib keeps no positions).
+
+    Returns the key's own line, else the line of the deepest table header on its path.
+    """
+    table: tuple[str | int, ...] = ()
+    array_counts: dict[str, int] = {}
+    header_line: int | None = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if m := _HEADER_RE.match(line):
+            name = m.group(2).replace('"', "").replace("'", "")
+            if m.group(1) == "[[":
+                idx = array_counts.get(name, -1) + 1
+                array_counts[name] = idx
+                table = (*name.split("."), idx)
+            else:
+                first, *rest = name.split(".")
+                head: tuple[str | int, ...] = (first,)
+                if first in array_counts:  # [channels.retry] belongs to the last [[channels]]
+                    head = (first, array_counts[first])
+                table = (*head, *rest)
+            if path[: len(table)] == table:
+                header_line = lineno
+            continue
+        if (m := _KEY_RE.match(line)) is not None:
+            key = tuple(m.group(1).replace('"', "").replace("'", "").split("."))
+            full = (*table, *key)
+            if path[: len(full)] == full:
+                return lineno
+    return header_line
+
+
+def _loc_to_path(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop the discriminator tag pydantic inserts after a channel index."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if i == 2 and loc[0] == "channels" and part in CHANNEL_TYPES:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def validation_problems(
+    exc: ValidationError, file: str, text: str, env_keys: list[str] | None = None
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        path = _loc_to_path(tuple(err["loc"]))
+        dotted = _dotted(path)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        lower = ".".join(str(p) for p in path)
+        if env_keys and any(lower.startswith(k) for k in env_keys):
+            where = f"{file} (environment override)"
+            problems.append(Problem(where, None, f"{dotted}: {msg}"))
+            continue
+        problems.append(Problem(file, toml_key_line(text, path), f"{dotted}: {msg}"))
+    return problems
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), None, "config file not found")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(m.group(1)) if m else None
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError([Problem(str(path), line, f"TOML syntax error: {msg}")]) from None
+    env_keys = apply_env_overrides(data, env)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, str(path), text, env_keys)) from None
+    return settings.model_copy(update={"base_dir": path.resolve().parent})

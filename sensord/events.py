@@ -1,0 +1,69 @@
+"""Typed events: what enters sensord (Reading) and what leaves it (AlertEvent).
+
+The AlertEvent body is a contract (ARCHITECTURE.md, "Alert events on RabbitMQ").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Reading(BaseModel):
+    """One sensor value, after topic and payload parsing.
+
+    Times are epoch seconds (floats): the rules engine compares them on every reading,
+    and datetimes would cost a conversion per message for nothing.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    site: str
+    device: str
+    kind: str
+    value: float
+    ts: float
+    labels: dict[str, str] = Field(default_factory=dict)
+    unit: str | None = None
+
+
+AlertStatus = Literal["firing", "resolved"]
+
+
+def to_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+class AlertEvent(BaseModel):
+    """An alert transition as published to `<prefix>.alerts`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    fingerprint: str
+    status: AlertStatus
+    rule: str
+    severity: Severity
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    value: float | None
+    threshold: float | None
+    starts_at: datetime
+    ends_at: datetime | None = None
+    observed_at: datetime
+
+    @property
+    def routing_key(self) -> str:
+        """`<severity>.<site>.<kind>`; dots inside labels would add levels, so they are swapped."""
+        site = self.labels.get("site", "unknown").replace(".", "_")
+        kind = self.labels.get("kind", "unknown").replace(".", "_")
+        return f"{self.severity.value}.{site}.{kind}"

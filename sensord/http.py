@@ -1,0 +1,58 @@
+"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sensord.config import HttpSettings
+from sensord.metrics import Metrics
+
+log = logging.getLogger("sensord.http")
+
+ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class HttpServer:
+    def __init__(self, settings: HttpSettings, metrics: Metrics, ready: ReadinessProbe) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_view)
+        app.router.add_get("/healthz", self._health_view)
+        app.router.add_get("/readyz", self._ready_view)
+        return app
+
+    async def _metrics_view(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _health_view(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _ready_view(self, request: web.Request) -> web.Response:
+        ok, detail = self._ready()
+        return web.json_response(
+            {"status": "ready" if ok else "not ready", **detail}, status=200 if ok else 503
+        )
+
+    async def start(self) -> None:
+        if not self._settings.listen:
+            return
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
+        await site.start()
+        log.info("HTTP on http://%s (/metrics, /healthz, /readyz)", self._settings.listen)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

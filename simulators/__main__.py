@@ -1,0 +1,5 @@
+"""``python -m simulators`` runs the ``sensord-sim`` command line."""
+
+from simulators.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Pacing loop: takes due readings from the fleet and hands them to a sink on schedule."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from simulators.fleet import Fleet
+
+BATCH_MAX = 512
+"""Readings published between two looks at the clock, the stop flag and the progress line."""
+MAX_SLEEP_S = 0.25
+"""Longest sleep: a stop signal only sets a flag, so this bounds how late it is noticed."""
+
+
+class StopFlag:
+    """Set by signal handlers. Plain attributes on purpose: a handler must never take a
+    lock, since the main thread may hold it when the signal arrives."""
+
+    __slots__ = ("forced", "requested")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.forced = False
+
+    def request(self) -> None:
+        """First call: stop publishing and drain. Second call: skip the drain too."""
+        if self.requested:
+            self.forced = True
+        self.requested = True
+
+
+class Sink(Protocol):
+    """Where readings go (`simulators.publisher.MqttPublisher` in production)."""
+
+    qos: int
+    sent: int
+    errors: int
+    connected: bool
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def publish(self, topic: str, payload: bytes) -> None: ...
+
+    def settle(self) -> None: ...
+
+    def room(self) -> int: ...
+
+    def wait(self, timeout: float) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for the live progress line."""
+
+    published: int
+    sent: int
+    errors: int
+    in_flight: int
+    rate: float
+    elapsed_s: float
+    remaining_s: float | None
+    connected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The outcome of one run."""
+
+    sent: int
+    errors: int
+    elapsed_s: float
+    rate: float
+    qos: int
+
+    def to_json(self) -> str:
+        """The ``--json`` summary object."""
+        return json.dumps(
+            {
+                "sent": self.sent,
+                "errors": self.errors,
+                "elapsed_s": round(self.elapsed_s, 3),
+                "rate": round(self.rate, 1),
+                "qos": self.qos,
+            }
+        )
+
+
+def _epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def run(
+    fleet: Fleet,
+    sink: Sink,
+    *,
+    stop: StopFlag,
+    count: int = 0,
+    duration_s: float = 0.0,
+    drain_s: float = 2.0,
+    progress_every_s: float = 0.5,
+    on_progress: Callable[[Progress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    epoch_ms: Callable[[], int] = _epoch_ms,
+) -> Summary:
+    """Publish readings on schedule until ``count`` messages, ``duration_s`` or a stop.
+
+    ``count`` and ``duration_s`` of 0 mean no limit. Each reading is published when its due
+    time (from the fleet, relative to the start) has passed; if the sink falls behind, the
+    backlog goes out as fast as ``room()`` allows and the schedule catches up, not shifts.
+    """
+    limits = [count] if count > 0 else []
+    if duration_s > 0:
+        limits.append(fleet.readings_before(duration_s))
+    limit = min(limits) if limits else None
+    end_s = limit / fleet.total_rate if limit is not None else None
+
+    start = clock()
+    published = 0
+    next_report = start + progress_every_s
+    last_report, last_sent = start, 0
+
+    def report(now: float) -> None:
+        nonlocal last_report, last_sent
+        sink.settle()
+        elapsed = now - start
+        span = now - last_report
+        if on_progress is not None:
+            on_progress(
+                Progress(
+                    published=published,
+                    sent=sink.sent,
+                    errors=sink.errors,
+                    in_flight=sink.in_flight,
+                    rate=(sink.sent - last_sent) / span if span > 0 else 0.0,
+                    elapsed_s=elapsed,
+                    remaining_s=max(0.0, end_s - elapsed) if end_s is not None else None,
+                    connected=sink.connected,
+                )
+            )
+        last_report, last_sent = now, sink.sent
+
+    while not stop.requested and (limit is None or published < limit):
+        now = clock()
+        if now >= next_report:
+            report(now)
+            # From the start, not from now: the line keeps a steady beat.
+            next_report = start + ((now - start) // progress_every_s + 1) * progress_every_s
+        room = sink.room()
+        if room <= 0:
+            sink.wait(min(MAX_SLEEP_S, max(next_report - now, 0.001)))
+            continue
+        batch_max = min(room, BATCH_MAX)
+        if limit is not None:
+            batch_max = min(batch_max, limit - published)
+        batch = fleet.take(now - start, batch_max)
+        if batch:
+            ts_ms = epoch_ms()
+            for reading in batch:
+                sink.publish(reading.topic, reading.payload(ts_ms))
+            published += len(batch)
+            continue
+        # Nothing due: sleep until the next due time computed from the start, so sleep
+        # overshoot never accumulates into drift.
+        wake = min(start + fleet.next_due, next_report, now + MAX_SLEEP_S)
+        if wake > now:
+            sleep(wake - now)
+
+    # Stop intake, then give outstanding publishes a grace period to be confirmed.
+    drain_deadline = clock() + drain_s
+    while sink.in_flight and not stop.forced:
+        now = clock()
+        if now >= drain_deadline:
+            break
+        sink.wait(min(MAX_SLEEP_S, drain_deadline - now))
+    sink.abandon()
+    elapsed = clock() - start
+    return Summary(
+        sent=sink.sent,
+        errors=sink.errors,
+        elapsed_s=elapsed,
+        rate=sink.sent / elapsed if elapsed > 0 else 0.0,
+        qos=sink.qos,
+    )
