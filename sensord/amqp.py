@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from faststream.rabbit import Channel, ExchangeType, QueueType, RabbitBroker, RabbitExchange
-from faststream.rabbit import RabbitQueue
+from faststream.rabbit import (
+    Channel,
+    ExchangeType,
+    QueueType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
 
 from sensord.config import AmqpSettings, ChannelSettings
 
@@ -49,9 +55,7 @@ def notify_queue(settings: AmqpSettings, channel: ChannelSettings) -> RabbitQueu
 
 
 def dead_queue(settings: AmqpSettings, channel: ChannelSettings) -> RabbitQueue:
-    return RabbitQueue(
-        settings.dead_queue(channel.name), queue_type=QueueType.QUORUM, durable=True
-    )
+    return RabbitQueue(settings.dead_queue(channel.name), queue_type=QueueType.QUORUM, durable=True)
 
 
 def binding_keys(channel: ChannelSettings) -> list[str]:

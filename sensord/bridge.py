@@ -9,6 +9,7 @@ acknowledged only after the sink returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -115,7 +116,8 @@ class MqttBridge:
         self._loop.remove_writer(sock)
 
     async def _misc_loop(self) -> None:
-        while self.client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        # paho's keepalive and retry timers need a call about once a second
+        while self.client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
             await asyncio.sleep(1.0)
 
     # ---- protocol callbacks (event loop thread)
@@ -126,14 +128,16 @@ class MqttBridge:
         if rc.is_failure:
             log.error("MQTT broker %s refused the connection: %s", self.settings.url, rc)
             return
-        client.subscribe([(t, self.settings.qos) for t in self.settings.topics])
+        client.subscribe([(t, int(self.settings.qos)) for t in self.settings.topics])
         self._was_up = True
         self._metrics.mqtt_connected.set(1)
         self.connected.set()
         log.info(
             "connected to MQTT %s as %r (session %s), subscribed to %s",
-            self.settings.url, self.settings.client_id,
-            "resumed" if flags.session_present else "new", ", ".join(self.settings.topics),
+            self.settings.url,
+            self.settings.client_id,
+            "resumed" if flags.session_present else "new",
+            ", ".join(self.settings.topics),
         )
 
     def _on_disconnect(
@@ -150,12 +154,14 @@ class MqttBridge:
                 topic = msg.topic
             except UnicodeDecodeError:
                 raise PayloadError(TOPIC, "topic is not valid UTF-8") from None
-            reading = self._parser.parse(topic, msg.payload, now)
+            reading = self._parser.parse(topic, bytes(msg.payload), now)
         except PayloadError as exc:
             self._metrics.count_invalid(exc.reason)
             self._invalid_log.warning(
                 "refused MQTT message on %r: %s: %s",
-                msg._topic[:200].decode("utf-8", "replace"), exc.reason, exc.detail,
+                msg._topic[:200].decode("utf-8", "replace"),
+                exc.reason,
+                exc.detail,
             )
         else:
             self._metrics.readings += 1
@@ -182,8 +188,12 @@ class MqttBridge:
             except OSError as exc:
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
-                    log.warning("MQTT broker %s unreachable (%s); retrying (attempt %d)",
-                                s.url, exc, failures)
+                    log.warning(
+                        "MQTT broker %s unreachable (%s); retrying (attempt %d)",
+                        s.url,
+                        exc,
+                        failures,
+                    )
                 delay = backoff * random.uniform(0.5, 1.0)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 await _wait_any(stop, delay)
@@ -215,8 +225,7 @@ class MqttBridge:
         self._metrics.mqtt_connected.set(0)
 
 
-async def _wait_any(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
+async def _wait_any(event: asyncio.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, returning early when the event is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

@@ -25,12 +25,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sensord {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("-c", "--config", type=Path, help="config file (default: $SENSORD_CONFIG, "
-                     "else /etc/sensord/sensord.toml, else ./sensord.toml)")
-    run.add_argument("--role", choices=("all", "edge", "notify"), default="all",
-                     help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both")
-    run.add_argument("--log-level", default="info",
-                     choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="config file (default: $SENSORD_CONFIG, "
+        "else /etc/sensord/sensord.toml, else ./sensord.toml)",
+    )
+    run.add_argument(
+        "--role",
+        choices=("all", "edge", "notify"),
+        default="all",
+        help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both",
+    )
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     check = sub.add_parser("check", help="validate the config and every rule file")
     check.add_argument("-c", "--config", type=Path)
     return parser

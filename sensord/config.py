@@ -82,8 +82,10 @@ class MqttSettings(_Section):
         names = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", v)
         missing = {"site", "device", "kind"} - set(names)
         if missing:
-            raise ValueError(f"must contain the segments {{site}}, {{device}} and {{kind}}; "
-                             f"missing {', '.join(sorted(missing))}")
+            raise ValueError(
+                f"must contain the segments {{site}}, {{device}} and {{kind}}; "
+                f"missing {', '.join(sorted(missing))}"
+            )
         for segment in v.split("/"):
             if "{" in segment and not re.fullmatch(r"\{[A-Za-z_][A-Za-z0-9_]*\}", segment):
                 raise ValueError(f"segment {segment!r}: a named segment must be a whole level")
@@ -142,7 +144,7 @@ class HttpSettings(_Section):
             return v  # disabled
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9300 (or \"\" to disable)")
+            raise ValueError('must be host:port, e.g. 127.0.0.1:9300 (or "" to disable)')
         return v
 
     @property
@@ -152,7 +154,6 @@ class HttpSettings(_Section):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
-
 
 
 class RetrySettings(_Section):
@@ -169,11 +170,13 @@ class RetrySettings(_Section):
 SeverityName = Literal["critical", "warning", "info"]
 
 
+def _all_severities() -> list[SeverityName]:
+    return ["critical", "warning", "info"]
+
+
 class _ChannelBase(_Section):
     name: str
-    severities: list[SeverityName] = Field(
-        default_factory=lambda: ["critical", "warning", "info"], min_length=1
-    )
+    severities: list[SeverityName] = Field(default_factory=_all_severities, min_length=1)
     send_resolved: bool = True
     retry: RetrySettings = Field(default_factory=RetrySettings)
     prefetch: int = Field(default=16, ge=1, le=10_000)

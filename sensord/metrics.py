@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from sensord.payload import REASONS
 
 # `_created` series double every counter's cardinality for no use on an edge host.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 class _HotCounters(Collector):
@@ -54,7 +54,9 @@ class Metrics:
         self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.registry.register(_HotCounters(self))
         self.alerts = Counter(
-            "sensord_alerts", "Alert transitions evaluated", ["severity", "status"],
+            "sensord_alerts",
+            "Alert transitions evaluated",
+            ["severity", "status"],
             registry=self.registry,
         )
         self.alerts_unroutable = Counter(
@@ -68,19 +70,25 @@ class Metrics:
             registry=self.registry,
         )
         self.notifications = Counter(
-            "sensord_notifications", "Notification attempts by outcome", ["channel", "outcome"],
+            "sensord_notifications",
+            "Notification attempts by outcome",
+            ["channel", "outcome"],
             registry=self.registry,
         )
         self.outbox_pending = Gauge(
-            "sensord_outbox_pending", "Alert events waiting to be confirmed by RabbitMQ",
+            "sensord_outbox_pending",
+            "Alert events waiting to be confirmed by RabbitMQ",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(
-            "sensord_mqtt_connected", "1 while connected to the MQTT broker",
+            "sensord_mqtt_connected",
+            "1 while connected to the MQTT broker",
             registry=self.registry,
         )
         self.amqp_connected = Gauge(
-            "sensord_amqp_connected", "1 while connected to RabbitMQ", registry=self.registry,
+            "sensord_amqp_connected",
+            "1 while connected to RabbitMQ",
+            registry=self.registry,
         )
 
     def count_invalid(self, reason: str) -> None:

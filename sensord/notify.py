@@ -191,7 +191,12 @@ async def deliver(
             metrics.notifications.labels(channel.name, "failed" if last else "retry").inc()
             log.warning(
                 "channel %s: attempt %d/%d for %s %s failed: %s%s",
-                channel.name, attempt, retry.max_attempts, event.rule, event.status, exc,
+                channel.name,
+                attempt,
+                retry.max_attempts,
+                event.rule,
+                event.status,
+                exc,
                 "" if last else f"; retrying in {exc.retry_after or delay:g}s",
             )
             if last:
@@ -220,8 +225,11 @@ def register_consumer(
             event = AlertEvent.model_validate_json(message.body)
         except ValidationError as exc:
             metrics.notifications.labels(settings.name, "invalid").inc()
-            log.error("channel %s: not an alert event, dead-lettered: %s",
-                      settings.name, exc.errors()[0]["msg"])
+            log.error(
+                "channel %s: not an alert event, dead-lettered: %s",
+                settings.name,
+                exc.errors()[0]["msg"],
+            )
             raise RejectMessage from None
         if event.status == "resolved" and not settings.send_resolved:
             metrics.notifications.labels(settings.name, "skipped").inc()
@@ -229,9 +237,14 @@ def register_consumer(
         try:
             await deliver(channel, event, settings.retry, metrics)
         except NotifyError:
-            log.error("channel %s: gave up on %s %s (%s); dead-lettered to %s",
-                      settings.name, event.rule, event.status, event.event_id,
-                      amqp.dead_queue(settings.name))
+            log.error(
+                "channel %s: gave up on %s %s (%s); dead-lettered to %s",
+                settings.name,
+                event.rule,
+                event.status,
+                event.event_id,
+                amqp.dead_queue(settings.name),
+            )
             raise RejectMessage from None
 
     subscriber(handle)

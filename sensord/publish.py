@@ -43,8 +43,13 @@ class AlertPublisher:
         if len(self._pending) >= self._settings.max_pending:
             lost = self._pending.popleft()
             self._metrics.alerts_dropped.inc()
-            log.error("pending alert queue full (%d): dropped the oldest event %s (%s %s)",
-                      self._settings.max_pending, lost.event_id, lost.rule, lost.status)
+            log.error(
+                "pending alert queue full (%d): dropped the oldest event %s (%s %s)",
+                self._settings.max_pending,
+                lost.event_id,
+                lost.rule,
+                lost.status,
+            )
         self._pending.append(event)
         self._metrics.outbox_pending.set(len(self._pending))
         self._wakeup.set()
@@ -79,14 +84,19 @@ class AlertPublisher:
             self._metrics.alerts_unroutable.inc()
             log.error(
                 "RabbitMQ returned alert %s (%s): no queue is bound to %s with routing key %r;"
-                " check the channels' severities", event.event_id, event.rule,
-                self._settings.exchange, event.routing_key,
+                " check the channels' severities",
+                event.event_id,
+                event.rule,
+                self._settings.exchange,
+                event.routing_key,
             )
         except Exception as exc:  # noqa: BLE001 - any broker failure means: keep it, retry
             self._metrics.amqp_connected.set(0)
             self._error_log.warning(
                 "cannot publish to RabbitMQ (%s: %s); %d alert event(s) held, retrying",
-                type(exc).__name__, exc, len(self._pending),
+                type(exc).__name__,
+                exc,
+                len(self._pending),
             )
             await asyncio.sleep(min(self._settings.reconnect_interval, 1.0))
             return False

@@ -23,7 +23,8 @@ class RateLimitedLog:
             if self._suppressed:
                 self._logger.warning(
                     "%d similar messages suppressed in the last %.0fs",
-                    self._suppressed, self._interval,
+                    self._suppressed,
+                    self._interval,
                 )
             self._window_start = now
             self._in_window = 0

@@ -145,15 +145,19 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that builds plain data and records the line of every key path."""
 
 
-def _to_data(
-    node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int],
-    loader: _LineLoader, problems: list[Problem], file: str,
+def _to_data(  # noqa: PLR0917 - recursive helper, positional for brevity
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    lines: dict[tuple[str | int, ...], int],
+    loader: _LineLoader,
+    problems: list[Problem],
+    file: str,
 ) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool):
                 problems.append(Problem(file, key_node.start_mark.line + 1, "keys must be scalars"))
                 continue
@@ -171,7 +175,7 @@ def _to_data(
             _to_data(item, (*path, i), lines, loader, problems, file)
             for i, item in enumerate(node.value)
         ]
-    return loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return loader.construct_object(node, deep=True)
 
 
 def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
@@ -196,13 +200,13 @@ def load_rule_file(path: Path) -> list[Rule]:
         raise ConfigError([Problem(file, None, f"cannot read: {exc.strerror}")]) from None
     loader = _LineLoader(text)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError([Problem(file, line, f"YAML syntax error: {exc.problem}")]) from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     if node is None:
         return []  # an empty file holds no rules
     lines: dict[tuple[str | int, ...], int] = {}
@@ -248,8 +252,13 @@ def load_rules(patterns: Sequence[str], base_dir: Path) -> list[Rule]:
                 continue
             for rule in loaded:
                 if rule.name in origin:
-                    problems.append(Problem(name, None, f"rule {rule.name!r} is already "
-                                                        f"defined in {origin[rule.name]}"))
+                    problems.append(
+                        Problem(
+                            name,
+                            None,
+                            f"rule {rule.name!r} is already defined in {origin[rule.name]}",
+                        )
+                    )
                 origin[rule.name] = name
                 rules.append(rule)
     if problems:
@@ -295,8 +304,12 @@ class RuleEngine:
         key = (reading.site, reading.device, reading.kind, *reading.labels.values())
         states = self._sensors.get(key)
         if states is None:
-            labels = {**reading.labels, "site": reading.site, "device": reading.device,
-                      "kind": reading.kind}
+            labels = {
+                **reading.labels,
+                "site": reading.site,
+                "device": reading.device,
+                "kind": reading.kind,
+            }
             states = [_State(rule, labels) for rule in self.rules if rule.matches(labels)]
             self._sensors[key] = states
         return states
@@ -309,8 +322,11 @@ class RuleEngine:
             rule = st.rule
             if rule.absent_for is not None:
                 if st.firing_since is not None:  # the silent sensor speaks again
-                    out.append(AlertTransition(rule, "resolved", st.labels, value,
-                                               st.firing_since, ts, ends_at=ts))
+                    out.append(
+                        AlertTransition(
+                            rule, "resolved", st.labels, value, st.firing_since, ts, ends_at=ts
+                        )
+                    )
                     st.firing_since = None
                 continue
             st.last_value = value
@@ -323,8 +339,11 @@ class RuleEngine:
                 clear = value > rule.clear_above if rule.clear_above is not None else not breach
             if st.firing_since is not None:
                 if clear:
-                    out.append(AlertTransition(rule, "resolved", st.labels, value,
-                                               st.firing_since, ts, ends_at=ts))
+                    out.append(
+                        AlertTransition(
+                            rule, "resolved", st.labels, value, st.firing_since, ts, ends_at=ts
+                        )
+                    )
                     st.firing_since = None
             elif breach:
                 if st.pending_since is None:
@@ -332,8 +351,9 @@ class RuleEngine:
                 if ts - st.pending_since >= rule.for_:
                     st.firing_since = st.pending_since if rule.for_ else ts
                     st.pending_since = None
-                    out.append(AlertTransition(rule, "firing", st.labels, value,
-                                               st.firing_since, ts))
+                    out.append(
+                        AlertTransition(rule, "firing", st.labels, value, st.firing_since, ts)
+                    )
             else:
                 st.pending_since = None
         return out
@@ -348,12 +368,14 @@ class RuleEngine:
                     if st.firing_since is None and now - st.last_seen >= rule.absent_for:
                         st.firing_since = now
                         out.append(AlertTransition(rule, "firing", st.labels, None, now, now))
-                elif (st.pending_since is not None
-                      and now - st.pending_since >= rule.for_):
+                elif st.pending_since is not None and now - st.pending_since >= rule.for_:
                     st.firing_since = st.pending_since
                     st.pending_since = None
-                    out.append(AlertTransition(rule, "firing", st.labels, st.last_value,
-                                               st.firing_since, now))
+                    out.append(
+                        AlertTransition(
+                            rule, "firing", st.labels, st.last_value, st.firing_since, now
+                        )
+                    )
         return out
 
     def sensors(self) -> Iterable[SensorKey]:

@@ -113,13 +113,21 @@ class Service:
             scheduler = AsyncIOScheduler()
             if self.edge:
                 scheduler.add_job(
-                    self._tick, "interval", seconds=self.settings.rules.tick,
-                    coalesce=True, max_instances=1, misfire_grace_time=None,
+                    self._tick,
+                    "interval",
+                    seconds=self.settings.rules.tick,
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=None,
                 )
                 scheduler.start()
                 stack.callback(scheduler.shutdown, wait=False)
-            log.info("sensord running (role %s, %d rule(s), %d channel(s))",
-                     self.role, len(self.engine.rules), len(self.channels))
+            log.info(
+                "sensord running (role %s, %d rule(s), %d channel(s))",
+                self.role,
+                len(self.engine.rules),
+                len(self.channels),
+            )
             async with asyncio.TaskGroup() as tg:
                 # a topology error (e.g. a queue declared with other arguments) is fatal
                 amqp_task = tg.create_task(self._connect_amqp(), name="amqp-connect")

@@ -123,8 +123,9 @@ class MqttPublisher:
         )
         if url.username is not None:
             client.username_pw_set(url.username, url.password)
-        # paho's own default window (20) would throttle QoS 1 far below our bound.
-        client.max_inflight_messages_set(max_inflight)
+        # No paho window (0): we bound in-flight ourselves. paho's default of 20 would throttle
+        # QoS 1, and any window makes paho rescan every outstanding message on each PUBACK.
+        client.max_inflight_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -1,0 +1,43 @@
+# sensord — two commands: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test venv services lint typecheck pytest bench clean help
+
+help:
+	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
+	@echo "make test   - set up, then lint (ruff), types (mypy --strict) and pytest"
+	@echo "make bench  - benchmarks, JSON on stdout"
+
+$(STAMP): pyproject.toml
+	@bash scripts/venv.sh "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+venv: $(STAMP)
+
+services:
+	@bash scripts/ensure-services.sh
+
+run: venv services
+	@VENV=$(VENV) bash scripts/run-demo.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: venv services
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
