@@ -6,6 +6,7 @@ Keys are a contract (ARCHITECTURE.md). Unknown keys are errors naming the file, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -45,13 +46,16 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
         raise ValueError(f"invalid duration {value!r}: use a number and a unit, e.g. '5s', '2m'")
+    if not math.isfinite(seconds):  # TOML nan/inf, YAML .nan/.inf, or a huge digit string
+        raise ValueError(f"invalid duration {value!r}: must be finite")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # coerce_numbers_to_str: env values parse as JSON, so SENSORD_MQTT__CLIENT_ID=123 is an int
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class MqttSettings(_Section):
@@ -369,7 +373,8 @@ def validation_problems(
             where = f"{file} (environment override)"
             problems.append(Problem(where, None, f"{dotted}: {msg}"))
             continue
-        problems.append(Problem(file, toml_key_line(text, path), f"{dotted}: {msg}"))
+        text_msg = f"{dotted}: {msg}" if dotted else msg  # whole-file checks have no key
+        problems.append(Problem(file, toml_key_line(text, path), text_msg))
     return problems
 
 

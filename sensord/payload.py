@@ -69,7 +69,10 @@ def parse_ts(raw: object, now: float) -> float:
     if isinstance(raw, bool):
         raise PayloadError(SCHEMA, "ts must be RFC 3339 text or epoch seconds/milliseconds")
     if isinstance(raw, int | float):
-        ts = float(raw)
+        try:
+            ts = float(raw)
+        except OverflowError:  # a JSON integer too large for a double
+            raise PayloadError(NON_FINITE, "ts is not a finite number") from None
         if not math.isfinite(ts):
             raise PayloadError(NON_FINITE, "ts is not a finite number")
         return ts / 1000.0 if ts > _MS_THRESHOLD else ts
@@ -87,7 +90,10 @@ def parse_ts(raw: object, now: float) -> float:
 def _number(raw: object, what: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise PayloadError(SCHEMA, f"{what} must be a number, got {type(raw).__name__}")
-    value = float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:  # a JSON integer too large for a double, e.g. 1 followed by 400 zeros
+        raise PayloadError(NON_FINITE, f"{what} is not a finite number") from None
     if not math.isfinite(value):
         raise PayloadError(NON_FINITE, f"{what} is not a finite number")
     return value
@@ -103,7 +109,8 @@ class PayloadParser:
             raise PayloadError(TOO_LARGE, f"{len(payload)} bytes > {self.max_payload}")
         site, device, kind, extra = self.topics.labels(topic)
         try:
-            data = json.loads(payload)
+            # decode first: json.loads(bytes) would also accept UTF-16/32 and lone surrogates
+            data = json.loads(payload.decode("utf-8-sig"))
         except (ValueError, UnicodeDecodeError):
             raise PayloadError(NOT_JSON, "payload is neither JSON nor a number") from None
         if isinstance(data, dict):

@@ -58,7 +58,10 @@ def render(template: str, values: dict[str, object]) -> str:
 
 
 class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: `above: .nan` would compare false forever and never fire
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     name: str = Field(min_length=1)
     match: dict[str, str] = Field(default_factory=dict)
@@ -157,7 +160,7 @@ def _to_data(  # noqa: PLR0917 - recursive helper, positional for brevity
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(key_node, loader, problems, file)
             if not isinstance(key, str | int | float | bool):
                 problems.append(Problem(file, key_node.start_mark.line + 1, "keys must be scalars"))
                 continue
@@ -175,7 +178,18 @@ def _to_data(  # noqa: PLR0917 - recursive helper, positional for brevity
             _to_data(item, (*path, i), lines, loader, problems, file)
             for i, item in enumerate(node.value)
         ]
-    return loader.construct_object(node, deep=True)
+    return _construct(node, loader, problems, file)
+
+
+def _construct(node: yaml.Node, loader: _LineLoader, problems: list[Problem], file: str) -> Any:
+    """A scalar's value; a bad tag or tagged value (`!!float abc`) is a problem, not a crash."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as exc:
+        problems.append(Problem(file, node.start_mark.line + 1, f"YAML error: {exc.problem}"))
+    except ValueError as exc:
+        problems.append(Problem(file, node.start_mark.line + 1, f"bad YAML value: {exc}"))
+    return None
 
 
 def _line_for(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
@@ -193,6 +207,11 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
 
 
 def load_rule_file(path: Path) -> list[Rule]:
+    return _load_rule_file(path)[0]
+
+
+def _load_rule_file(path: Path) -> tuple[list[Rule], dict[tuple[str | int, ...], int]]:
+    """The rules of one file and the line of every key path (to place later problems)."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -207,9 +226,9 @@ def load_rule_file(path: Path) -> list[Rule]:
         raise ConfigError([Problem(file, line, f"YAML syntax error: {exc.problem}")]) from None
     finally:
         loader.dispose()
-    if node is None:
-        return []  # an empty file holds no rules
     lines: dict[tuple[str | int, ...], int] = {}
+    if node is None:
+        return [], lines  # an empty file holds no rules
     problems: list[Problem] = []
     data = _to_data(node, (), lines, loader, problems, file)
     if problems:
@@ -231,7 +250,7 @@ def load_rule_file(path: Path) -> list[Rule]:
                     where = f"rule {item['name']!r}" + (f": {_dotted(loc[2:])}" if loc[2:] else "")
             problems.append(Problem(file, _line_for(lines, loc), f"{where}: {msg}"))
         raise ConfigError(problems) from None
-    return parsed.rules
+    return parsed.rules, lines
 
 
 def load_rules(patterns: Sequence[str], base_dir: Path) -> list[Rule]:
@@ -246,20 +265,22 @@ def load_rules(patterns: Sequence[str], base_dir: Path) -> list[Rule]:
             problems.append(Problem(full, None, "no rule file matches this pattern"))
         for name in matched:
             try:
-                loaded = load_rule_file(Path(name))
+                loaded, lines = _load_rule_file(Path(name))
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
-            for rule in loaded:
+            for i, rule in enumerate(loaded):
+                line = _line_for(lines, ("rules", i, "name"))
+                here = f"{name}:{line}" if line is not None else name
                 if rule.name in origin:
                     problems.append(
                         Problem(
                             name,
-                            None,
+                            line,
                             f"rule {rule.name!r} is already defined in {origin[rule.name]}",
                         )
                     )
-                origin[rule.name] = name
+                origin[rule.name] = here
                 rules.append(rule)
     if problems:
         raise ConfigError(problems)
