@@ -11,11 +11,13 @@ SENSORD=$!
 SIM=""
 cleanup() {
     trap - INT TERM EXIT
-    [[ -n "$SIM" ]] && kill -TERM "$SIM" 2>/dev/null || true
+    if [[ -n "$SIM" ]]; then kill -TERM "$SIM" 2>/dev/null || true; fi
     kill -TERM "$SENSORD" 2>/dev/null || true
     wait 2>/dev/null || true
 }
-trap cleanup INT TERM EXIT
+# Ctrl-C is how the demo ends: stop both cleanly and exit 0.
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 sleep 2
 cat >&2 <<'MSG'
@@ -26,7 +28,9 @@ cat >&2 <<'MSG'
  below 75 — each notification is one FIRING/RESOLVED line below. Ctrl-C to stop.
 ------------------------------------------------------------------------------------
 MSG
+# SIM_ARGS: extra simulator flags (the quick-start test isolates its topics with them)
+# shellcheck disable=SC2086
 "$BIN/sensord-sim" --mqtt mqtt://127.0.0.1:1883 --sites 2 --sensors 4 --rate 1 \
-    --scenario heatwave --quiet &
+    --scenario heatwave --quiet ${SIM_ARGS:-} &
 SIM=$!
 wait "$SENSORD"

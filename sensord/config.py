@@ -398,4 +398,16 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, str(path), text, env_keys)) from None
-    return settings.model_copy(update={"base_dir": path.resolve().parent})
+    base_dir = path.resolve().parent
+    mqtt = settings.mqtt
+    if mqtt.password_file is not None:
+        pw_path = mqtt.password_file
+        if not pw_path.is_absolute():
+            pw_path = base_dir / pw_path
+        if not pw_path.is_file():
+            line = toml_key_line(text, ("mqtt", "password_file"))
+            raise ConfigError(
+                [Problem(str(path), line, f"mqtt.password_file: cannot read {pw_path}")]
+            )
+        mqtt = mqtt.model_copy(update={"password_file": pw_path})
+    return settings.model_copy(update={"base_dir": base_dir, "mqtt": mqtt})

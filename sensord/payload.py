@@ -125,7 +125,4 @@ class PayloadParser:
             value = _number(data, "payload")
             ts = now
             unit = None
-        # model_construct: every field was checked above, skip pydantic's second pass
-        return Reading.model_construct(
-            site=site, device=device, kind=kind, value=value, ts=ts, labels=extra, unit=unit
-        )
+        return Reading.trusted(site, device, kind, value, ts, extra, unit)
