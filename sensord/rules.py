@@ -230,7 +230,12 @@ def _load_rule_file(path: Path) -> tuple[list[Rule], dict[tuple[str | int, ...],
     if node is None:
         return [], lines  # an empty file holds no rules
     problems: list[Problem] = []
-    data = _to_data(node, (), lines, loader, problems, file)
+    try:
+        data = _to_data(node, (), lines, loader, problems, file)
+    except RecursionError:
+        raise ConfigError(
+            [Problem(file, None, "YAML alias refers to itself (recursive)")]
+        ) from None
     if problems:
         raise ConfigError(problems)
     if not isinstance(data, dict):

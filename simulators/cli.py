@@ -57,40 +57,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Publish simulated temperature readings to MQTT for sensord.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--mqtt", default="mqtt://127.0.0.1:1883", help="broker URL mqtt://[user:pass@]host:port"
-    )
-    p.add_argument("--topic-root", default="sensors", help="first topic level")
-    p.add_argument("--sites", type=_number(int, low=1), default=1, help="sites plant-1..plant-N")
-    p.add_argument(
-        "--sensors", type=_number(int, low=1), default=5, help="devices t-1..t-N per site"
+        "--mqtt",
+        default="mqtt://127.0.0.1:1883",
+        help="broker URL mqtt://[user:pass@]host[:port] (default: %(default)s)",
     )
     p.add_argument(
-        "--rate", type=_number(float, low=1e-6, high=1e9), default=1.0,
-        help="readings per second per sensor",
-    )  # fmt: skip
-    p.add_argument(
-        "--duration", type=_number(float, low=0), default=0.0,
-        help="seconds to run; 0 = until Ctrl-C/SIGTERM or --count",
-    )  # fmt: skip
-    p.add_argument(
-        "--count", type=_number(int, low=0), default=0, help="total messages; 0 = no limit"
+        "--topic-root", default="sensors", help="first topic level (default: %(default)s)"
     )
     p.add_argument(
-        "--scenario", choices=[s.value for s in Scenario], default=Scenario.NONE.value,
+        "--sites",
+        type=_number(int, low=1),
+        default=1,
+        help="sites plant-1..plant-N (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sensors",
+        type=_number(int, low=1),
+        default=5,
+        help="devices t-1..t-N per site (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rate",
+        type=_number(float, low=1e-6, high=1e9),
+        default=1.0,
+        help="readings per second per sensor (default: %(default)s)",
+    )
+    p.add_argument(
+        "--duration",
+        type=_number(float, low=0),
+        default=0.0,
+        help="seconds to run; 0 = until Ctrl-C/SIGTERM or --count (default: 0)",
+    )
+    p.add_argument(
+        "--count",
+        type=_number(int, low=0),
+        default=0,
+        help="total messages; 0 = no limit (default: 0)",
+    )
+    p.add_argument(
+        "--scenario",
+        choices=[s.value for s in Scenario],
+        default=Scenario.NONE.value,
         help=f"heatwave: {HEATWAVE_SITE} {'/'.join(HEATWAVE_DEVICES)} run hot from "
         f"{HEATWAVE_HOT_FROM_S:g} s to {HEATWAVE_HOT_UNTIL_S:g} s of every "
-        f"{HEATWAVE_CYCLE_S:g} s cycle",
-    )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="same seed, same value series")
-    p.add_argument("--qos", type=int, choices=[0, 1, 2], default=1, help="MQTT QoS")
-    p.add_argument("--client-id", default=None, help="MQTT client id (default sensord-sim-PID)")
+        f"{HEATWAVE_CYCLE_S:g} s cycle (default: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="same seed, same value series (default: 0)")
+    p.add_argument("--qos", type=int, choices=[0, 1, 2], default=1, help="MQTT QoS (default: 1)")
+    p.add_argument("--client-id", default=None, help="MQTT client id (default: sensord-sim-<pid>)")
     p.add_argument(
-        "--max-inflight", type=_number(int, low=1, high=MAX_INFLIGHT_LIMIT), default=1000,
-        help="unconfirmed publishes allowed before waiting for acknowledgements",
-    )  # fmt: skip
+        "--max-inflight",
+        type=_number(int, low=1, high=MAX_INFLIGHT_LIMIT),
+        default=1000,
+        help="unconfirmed publishes allowed before waiting for acks (default: %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress line and no summary line")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     return p

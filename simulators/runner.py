@@ -122,16 +122,17 @@ def run(
     limit = min(limits) if limits else None
     end_s = limit / fleet.total_rate if limit is not None else None
 
+    # Everything below is in seconds since start, the same scale as the fleet's due times,
+    # so "is anything due" and "how long to sleep" can never disagree through rounding.
     start = clock()
     published = 0
-    next_report = start + progress_every_s
-    last_report, last_sent = start, 0
+    report_at = progress_every_s
+    last_report, last_sent = 0.0, 0
 
-    def report(now: float) -> None:
+    def report(elapsed: float) -> None:
         nonlocal last_report, last_sent
         sink.settle()
-        elapsed = now - start
-        span = now - last_report
+        span = elapsed - last_report
         if on_progress is not None:
             on_progress(
                 Progress(
@@ -145,33 +146,33 @@ def run(
                     connected=sink.connected,
                 )
             )
-        last_report, last_sent = now, sink.sent
+        last_report, last_sent = elapsed, sink.sent
 
     while not stop.requested and (limit is None or published < limit):
-        now = clock()
-        if now >= next_report:
-            report(now)
-            # From the start, not from now: the line keeps a steady beat.
-            next_report = start + ((now - start) // progress_every_s + 1) * progress_every_s
+        elapsed = clock() - start
+        if elapsed >= report_at:
+            report(elapsed)
+            # On a grid from the start, not from now: the line keeps a steady beat.
+            report_at = (elapsed // progress_every_s + 1) * progress_every_s
         room = sink.room()
         if room <= 0:
-            sink.wait(min(MAX_SLEEP_S, max(next_report - now, 0.001)))
+            sink.wait(min(MAX_SLEEP_S, max(report_at - elapsed, 0.001)))
             continue
         batch_max = min(room, BATCH_MAX)
         if limit is not None:
             batch_max = min(batch_max, limit - published)
-        batch = fleet.take(now - start, batch_max)
+        batch = fleet.take(elapsed, batch_max)
         if batch:
             ts_ms = epoch_ms()
             for reading in batch:
                 sink.publish(reading.topic, reading.payload(ts_ms))
             published += len(batch)
             continue
-        # Nothing due: sleep until the next due time computed from the start, so sleep
-        # overshoot never accumulates into drift.
-        wake = min(start + fleet.next_due, next_report, now + MAX_SLEEP_S)
-        if wake > now:
-            sleep(wake - now)
+        # Nothing due: sleep until the next due time, which is computed from the start,
+        # so sleep overshoot never accumulates into drift.
+        pause = min(fleet.next_due, report_at, elapsed + MAX_SLEEP_S) - elapsed
+        if pause > 0:
+            sleep(pause)
 
     # Stop intake, then give outstanding publishes a grace period to be confirmed.
     drain_deadline = clock() + drain_s

@@ -40,7 +40,7 @@ async def test_demo_shows_firing_within_30s_then_resolution_and_stops_on_ctrl_c(
     out_path = tmp_path / "demo.out"
     start = time.monotonic()
     with out_path.open("wb") as out:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 - a background process, never waited on here
             ["bash", "scripts/run-demo.sh"],
             cwd=ROOT,
             env=env,

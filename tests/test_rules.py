@@ -431,6 +431,7 @@ def test_deadman_transitions() -> None:
         ({"device": "t-*"}, {"site": "plant-1", "device": "t-7", "kind": "temperature"}, True),
         ({"device": "t-*"}, {"site": "plant-1", "device": "h-7", "kind": "temperature"}, False),
         ({"device": "T-*"}, {"site": "plant-1", "device": "t-7", "kind": "temperature"}, False),
+        ({"device": "t-*"}, {"site": "plant-1", "device": "T-7", "kind": "temperature"}, False),
         ({"site": "plant-?", "kind": "temp*"}, {"site": "plant-2", "kind": "temperature"}, True),
         (
             {"site": "plant-?", "kind": "humidity"},

@@ -26,7 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.cli import main
 from simulators.fleet import Fleet, Reading, Scenario
-from simulators.publisher import BrokerUrl, BrokerUrlError, parse_broker_url
+from simulators.publisher import BrokerUrl, BrokerUrlError, MqttPublisher, parse_broker_url
 from simulators.runner import StopFlag, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def test_sensors_are_near_their_setpoint_with_own_bias() -> None:
 
 @pytest.mark.parametrize(
     ("rate", "sensors", "until", "expected"),
-    [(1.0, 1, 10.0, 11), (2.0, 5, 1.0, 11), (1000.0, 3, 2.5, 7501), (0.5, 2, 0.999, 1)],
+    [(1.0, 1, 10.0, 11), (2.0, 5, 1.0, 11), (1000.0, 3, 2.5, 7501), (0.5, 2, 1.999, 2)],
 )
 def test_schedule_is_computed_from_the_index(
     rate: float, sensors: int, until: float, expected: int
@@ -144,7 +144,8 @@ class _FakeTime:
 
     def sleep(self, seconds: float) -> None:
         assert seconds > 0
-        self.now += seconds
+        # Like a real clock, time always moves on, even when seconds is below one ulp of now.
+        self.now = max(self.now + seconds, math.nextafter(self.now, math.inf))
 
 
 class _ListSink:
@@ -255,7 +256,7 @@ class _Collector:
 
     def on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append((msg.topic, msg.payload))
+            self.messages.append((msg.topic, bytes(msg.payload)))
             self._cond.notify_all()
 
     def wait_for(self, count: int, timeout: float) -> int:
@@ -363,6 +364,30 @@ def test_every_message_arrives_with_a_valid_payload(
         until=(count - 1) / (300 * sites * sensors),
     )
     assert by_topic == {topic: [r.value for r in rs] for topic, rs in expected.items()}
+
+
+class _PeakRecordingPublisher(MqttPublisher):
+    peak = 0
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        super().publish(topic, payload)
+        self.peak = max(self.peak, self.in_flight)
+
+
+def test_publisher_bounds_unacknowledged_qos1_publishes(topic_root: str) -> None:
+    count, bound = 3000, 50
+    # Due far faster than the broker can acknowledge, so only the bound holds it back.
+    fleet = Fleet(sensors=10, rate=1e5, topic_root=topic_root)
+    url = parse_broker_url(f"mqtt://{BROKER_HOST}:{BROKER_PORT}")
+    publisher = _PeakRecordingPublisher(
+        url, client_id=f"simtest-pub-{uuid.uuid4()}", qos=1, max_inflight=bound
+    )
+    with _subscribed(topic_root, 1) as collector, publisher:
+        publisher.connect(timeout=5)
+        summary = run(fleet, publisher, stop=StopFlag(), count=count)
+        assert collector.wait_for(count, timeout=10) == count
+    assert (summary.sent, summary.errors) == (count, 0)
+    assert publisher.peak == bound
 
 
 def test_signal_stops_cleanly_and_summary_matches_deliveries(topic_root: str) -> None:
