@@ -378,6 +378,37 @@ def validation_problems(
     return problems
 
 
+_CRED_RE = re.compile(r"\$\{CREDENTIALS_DIRECTORY\}|\$CREDENTIALS_DIRECTORY\b")
+
+
+def expand_credentials(data: Any, environ: Mapping[str, str], file: str = "config") -> None:
+    """In `*_file` values, replace `${CREDENTIALS_DIRECTORY}` with systemd's credentials dir.
+
+    Under systemd `LoadCredential=` secrets land in $CREDENTIALS_DIRECTORY; this lets
+    one config file name them without knowing the runtime path.
+    """
+    items: Any = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in list(items):
+        if isinstance(value, dict | list):
+            expand_credentials(value, environ, file)
+        elif isinstance(value, str) and str(key).endswith("_file") and _CRED_RE.search(value):
+            cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+            if cred_dir is None:
+                raise ConfigError(
+                    [
+                        Problem(
+                            file,
+                            None,
+                            f"{key} = {value!r} needs $CREDENTIALS_DIRECTORY "
+                            "(systemd sets it for LoadCredential=)",
+                        )
+                    ]
+                )
+            data[key] = value.replace("${CREDENTIALS_DIRECTORY}", cred_dir).replace(
+                "$CREDENTIALS_DIRECTORY", cred_dir
+            )
+
+
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     try:
@@ -394,6 +425,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError([Problem(str(path), line, f"TOML syntax error: {msg}")]) from None
     env_keys = apply_env_overrides(data, env)
+    expand_credentials(data, env, str(path))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

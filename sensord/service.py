@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -20,6 +21,7 @@ from sensord.metrics import Metrics
 from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
 from sensord.publish import AlertPublisher
 from sensord.rules import AlertTransition, Rule, RuleEngine
+from sensord.systemd import SystemdNotifier
 
 log = logging.getLogger("sensord")
 
@@ -37,6 +39,7 @@ class Service:
         *,
         metrics: Metrics | None = None,
         console: TextIO | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -60,6 +63,7 @@ class Service:
                 register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
         self.http = HttpServer(settings.http, self.metrics, self.readiness)
         self.amqp_up = asyncio.Event()
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
@@ -90,6 +94,48 @@ class Service:
         }
         ok = (mqtt_up or not self.edge) and (amqp_up or not self.notifying)
         return ok, detail
+
+    def status_text(self) -> str:
+        parts = []
+        if self.edge:
+            parts.append("MQTT " + ("connected" if self.bridge.connected.is_set() else "down"))
+        amqp = "connected" if self.amqp_up.is_set() else "unreachable"
+        if self.edge and self.publisher.pending:
+            amqp += f", {self.publisher.pending} alert(s) held"
+        parts.append(f"RabbitMQ {amqp}")
+        parts.append(f"{self.metrics.readings} readings")
+        return "; ".join(parts)
+
+    def _systemd_ready(self) -> bool:
+        """READY=1 once rules are loaded and MQTT is subscribed (RabbitMQ may be down)."""
+        return self.bridge.connected.is_set() if self.edge else self.amqp_up.is_set()
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        """sd_notify: READY once, STATUS on change, WATCHDOG while the loop is responsive."""
+        notifier = self.notifier
+        if not notifier.enabled:
+            return
+        loop = asyncio.get_running_loop()
+        watchdog = notifier.watchdog_interval
+        period = min(watchdog, 1.0) if watchdog else 1.0
+        ready = False
+        last_status = ""
+        expected = loop.time()
+        while not stop.is_set():
+            now = loop.time()
+            lag = now - expected  # how late this task woke: the loop's responsiveness
+            status = self.status_text()
+            if not ready and self._systemd_ready():
+                ready = notifier.ready(status)
+            elif status != last_status:
+                notifier.status(status)
+            last_status = status
+            if watchdog and lag < watchdog:
+                notifier.watchdog()
+            expected = loop.time() + period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period)
+        notifier.stopping()
 
     # ---- lifecycle
 
@@ -135,6 +181,7 @@ class Service:
                     tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
                     tg.create_task(self.publisher.run(stop), name="alert-publisher")
                 tg.create_task(_cancel_on(stop, amqp_task), name="stop")
+                tg.create_task(self._supervise(stop), name="systemd")
             log.info("stopping")
             if self.edge:
                 left = await self.publisher.flush(STOP_GRACE)

@@ -192,6 +192,7 @@ class SensordProcess:
     amqp_url: str = AMQP_URL
     mqtt_port: int = MQTT_PORT
     extra_toml: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:
@@ -242,7 +243,7 @@ class SensordProcess:
 
     def start(self) -> None:
         self.write_config()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SENSORD_CONFIG", None)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
