@@ -75,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # sensord's own log lines (connects, refused messages) go to stderr with the progress
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    dump(run(cfg), sys.stdout)
+    try:
+        result = run(cfg)
+    except KeyboardInterrupt:
+        print("[bench] interrupted", file=sys.stderr)
+        return 130
+    dump(result, sys.stdout)
     return 0
 
 

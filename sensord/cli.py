@@ -13,6 +13,7 @@ from typing import cast
 from sensord import __version__
 from sensord.config import Settings, default_config_path, load_settings
 from sensord.errors import ConfigError
+from sensord.logs import setup_logging
 from sensord.rules import Rule, load_rules
 
 log = logging.getLogger("sensord")
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both",
     )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "--log-format",
+        default="auto",
+        choices=("auto", "json", "text"),
+        help="auto: text on a terminal, JSON lines otherwise (journald, files, pipes)",
+    )
     check = sub.add_parser("check", help="validate the config and every rule file")
     check.add_argument("-c", "--config", type=Path)
     return parser
@@ -66,20 +73,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiormq/aio-pika log a traceback per disconnect; sensord logs the outage itself.
-    for noisy in ("aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         path, settings, rules = load_all(args.config)
     except ConfigError as exc:

@@ -100,6 +100,24 @@ class MqttSettings(_Section):
         return urlsplit(self.url).hostname or "127.0.0.1"
 
     @property
+    def safe_url(self) -> str:
+        """The URL for logs: any password in it replaced by ***."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(username, password): `username` + `password_file` win over the URL's user:pass."""
+        parts = urlsplit(self.url)
+        username = self.username if self.username is not None else parts.username
+        password = parts.password
+        if self.password_file is not None:
+            password = self.password_file.read_text(encoding="utf-8").strip()
+        return username, password
+
+    @property
     def port(self) -> int:
         return urlsplit(self.url).port or 1883
 

@@ -193,6 +193,7 @@ class SensordProcess:
     mqtt_port: int = MQTT_PORT
     extra_toml: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    config_override: str | None = None  # the whole config text, when a test needs its own
 
     @property
     def config_path(self) -> Path:
@@ -243,6 +244,8 @@ class SensordProcess:
 
     def start(self) -> None:
         self.write_config()
+        if self.config_override is not None:
+            self.config_path.write_text(self.config_override)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SENSORD_CONFIG", None)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
