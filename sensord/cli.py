@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -48,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check", help="validate the config and every rule file")
     check.add_argument("-c", "--config", type=Path)
+    status = sub.add_parser(
+        "status",
+        help="summary of a running sensord; exit 0 ready, 1 degraded, 2 not ready/unreachable",
+    )
+    status.add_argument("-c", "--config", type=Path, help="read [http] listen from this config")
+    status.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
     return parser
 
 
@@ -95,8 +103,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from sensord import status  # noqa: PLC0415 - only this verb needs it
+
+    url = args.url
+    if url is None:
+        try:
+            settings = load_settings(args.config or default_config_path())
+        except ConfigError as exc:
+            _print_problems(exc)
+            return status.EXIT_NOT_READY
+        if not settings.http.listen:
+            print("status: [http] listen is disabled in the config; pass --url", file=sys.stderr)
+            return status.EXIT_NOT_READY
+        url = f"http://{settings.http.listen}"
+    try:
+        st = status.get(url)
+    except status.StatusUnavailableError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return status.EXIT_NOT_READY
+    print(json.dumps(st, indent=2) if args.json else status.render_status(st))
+    return status.exit_code(st)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
+    if args.command == "status":
+        return cmd_status(args)
     return cmd_run(args)

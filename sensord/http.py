@@ -1,4 +1,4 @@
-"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz."""
+"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, /api/v1/status."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ from sensord.metrics import Metrics
 log = logging.getLogger("sensord.http")
 
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+StatusProbe = Callable[[], dict[str, Any]]
 
 
 class HttpServer:
-    def __init__(self, settings: HttpSettings, metrics: Metrics, ready: ReadinessProbe) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        metrics: Metrics,
+        ready: ReadinessProbe,
+        status: StatusProbe,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._ready = ready
+        self._status = status
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -29,6 +37,7 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics_view)
         app.router.add_get("/healthz", self._health_view)
         app.router.add_get("/readyz", self._ready_view)
+        app.router.add_get("/api/v1/status", self._status_view)
         return app
 
     async def _metrics_view(self, request: web.Request) -> web.Response:
@@ -40,9 +49,10 @@ class HttpServer:
 
     async def _ready_view(self, request: web.Request) -> web.Response:
         ok, detail = self._ready()
-        return web.json_response(
-            {"status": "ready" if ok else "not ready", **detail}, status=200 if ok else 503
-        )
+        return web.json_response(detail, status=200 if ok else 503)
+
+    async def _status_view(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status())
 
     async def start(self) -> None:
         if not self._settings.listen:

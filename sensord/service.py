@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TextIO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from sensord import __version__
 from sensord.alerts import build_event
 from sensord.amqp import declare_topology, make_broker
 from sensord.bridge import MqttBridge
@@ -61,7 +63,11 @@ class Service:
                 )
                 self.channels.append(channel)
                 register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
-        self.http = HttpServer(settings.http, self.metrics, self.readiness)
+        self.http = HttpServer(settings.http, self.metrics, self.readiness, self.status)
+        self.active: dict[str, str] = {}  # fingerprint -> severity of firing alerts
+        self._started = time.monotonic()
+        # (monotonic, readings) once per tick over the last minute: readings/s in status
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=61)
         self.amqp_up = asyncio.Event()
         self.notifier = notifier if notifier is not None else SystemdNotifier()
 
@@ -76,24 +82,82 @@ class Service:
         for tr in transitions:
             event = build_event(tr)
             self.metrics.alerts.labels(event.severity.value, event.status).inc()
+            if event.status == "firing":
+                self.active[event.fingerprint] = event.severity.value
+            else:
+                self.active.pop(event.fingerprint, None)
             self.publisher.enqueue(event)
 
     def _tick(self) -> None:
+        self._sample_rate()
         transitions = self.engine.tick(time.time())
         if transitions:
             self._emit(transitions)
 
+    def health(self) -> tuple[str, list[str]]:
+        """("ready" | "degraded" | "not ready", reasons).
+
+        Degraded still serves: an edge with RabbitMQ down keeps ingesting and holds alerts.
+        """
+        problems: list[str] = []
+        degraded: list[str] = []
+        if self.edge and not self.bridge.connected.is_set():
+            problems.append("MQTT not connected")
+        if not self.amqp_up.is_set():
+            msg = "RabbitMQ unreachable"
+            (degraded if self.edge else problems).append(
+                msg + (" (alerts are held)" if self.edge else "")
+            )
+        watermark = int(self.settings.amqp.max_pending * 0.9)
+        if self.edge and self.publisher.pending >= watermark:
+            problems.append(f"alert backlog at {self.publisher.pending} (>= {watermark})")
+        if problems:
+            return "not ready", problems + degraded
+        return ("degraded", degraded) if degraded else ("ready", [])
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        mqtt_up = self.bridge.connected.is_set()
-        amqp_up = self.amqp_up.is_set()
+        state, reasons = self.health()
         detail = {
             "role": self.role,
-            "mqtt": "connected" if mqtt_up else "disconnected",
-            "amqp": "connected" if amqp_up else "disconnected",
+            "mqtt": "connected" if self.bridge.connected.is_set() else "disconnected",
+            "amqp": "connected" if self.amqp_up.is_set() else "disconnected",
             "alerts_pending": self.publisher.pending,
+            "reasons": reasons,
         }
-        ok = (mqtt_up or not self.edge) and (amqp_up or not self.notifying)
-        return ok, detail
+        return state != "not ready", {"status": state, **detail}
+
+    def status(self) -> dict[str, Any]:
+        """/api/v1/status: what an operator asks first."""
+        state, reasons = self.health()
+        now = time.monotonic()
+        rate = 0.0
+        if len(self._rate_samples) >= 2:
+            (t0, c0), (t1, c1) = self._rate_samples[0], self._rate_samples[-1]
+            rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+        active: dict[str, int] = {}
+        for severity in self.active.values():
+            active[severity] = active.get(severity, 0) + 1
+        return {
+            "status": state,
+            "reasons": reasons,
+            "version": __version__,
+            "role": self.role,
+            "uptime_s": round(now - self._started, 1),
+            "mqtt": {
+                "url": self.settings.mqtt.safe_url,
+                "connected": self.bridge.connected.is_set(),
+            },
+            "amqp": {"prefix": self.settings.amqp.prefix, "connected": self.amqp_up.is_set()},
+            "readings_total": self.metrics.readings,
+            "readings_per_s": round(rate, 1),
+            "invalid_total": {k: v for k, v in self.metrics.invalid.items() if v},
+            "alerts_active": active,
+            "alerts_pending_publish": self.publisher.pending,
+            "channels": [ch.name for ch in self.settings.channels] if self.notifying else [],
+        }
+
+    def _sample_rate(self) -> None:
+        self._rate_samples.append((time.monotonic(), self.metrics.readings))
 
     def status_text(self) -> str:
         parts = []
