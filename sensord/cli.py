@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, help="read [http] listen from this config")
     status.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    docs = sub.add_parser("docs", help="generate documentation")
+    docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="WHAT")
+    asyncapi = docs_sub.add_parser("asyncapi", help="AsyncAPI 3.0 document of the AMQP interface")
+    asyncapi.add_argument("-c", "--config", type=Path)
+    asyncapi.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     return parser
 
 
@@ -126,10 +131,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status.exit_code(st)
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from sensord.asyncapi import render  # noqa: PLC0415 - only this verb needs it
+
+    try:
+        settings = load_settings(args.config or default_config_path())
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    text = render(settings)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "docs":
+        return cmd_docs(args)
     return cmd_run(args)
