@@ -128,6 +128,13 @@ class AmqpSettings(_Section):
     reconnect_interval: float = Field(default=2.0, gt=0)
     publish_timeout: float = Field(default=10.0, gt=0)
     max_pending: int = Field(default=100_000, ge=1)
+    # on SIGTERM: keep trying to publish held alert events for up to this long
+    stop_grace: float = 5.0
+
+    @field_validator("stop_grace", mode="before")
+    @classmethod
+    def _grace(cls, v: object) -> float:
+        return parse_duration(v)
 
     @field_validator("prefix")
     @classmethod

@@ -8,6 +8,7 @@ drop them. Overflow (max_pending) drops the oldest, counted and logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 
@@ -109,10 +110,13 @@ class AlertPublisher:
 
     async def flush(self, grace: float) -> int:
         """On stop: keep publishing for up to `grace` seconds; returns what is left."""
-        if not self.ready.is_set():
-            return len(self._pending)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        if self._pending and not self.ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), grace)
+        if not self.ready.is_set():
+            return len(self._pending)
         while self._pending and loop.time() < deadline:
             try:
                 await asyncio.wait_for(self._step(), max(deadline - loop.time(), 0.01))

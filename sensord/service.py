@@ -29,8 +29,6 @@ log = logging.getLogger("sensord")
 
 Role = Literal["all", "edge", "notify"]
 
-STOP_GRACE = 5.0  # seconds to keep publishing held alerts after SIGTERM
-
 
 class Service:
     def __init__(
@@ -241,19 +239,23 @@ class Service:
             async with asyncio.TaskGroup() as tg:
                 # a topology error (e.g. a queue declared with other arguments) is fatal
                 amqp_task = tg.create_task(self._connect_amqp(), name="amqp-connect")
-                if self.edge:
-                    tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
-                    tg.create_task(self.publisher.run(stop), name="alert-publisher")
-                tg.create_task(_cancel_on(stop, amqp_task), name="stop")
                 tg.create_task(self._supervise(stop), name="systemd")
-            log.info("stopping")
-            if self.edge:
-                left = await self.publisher.flush(STOP_GRACE)
-                if left:
-                    log.error("%d alert event(s) not yet published to RabbitMQ at stop", left)
-
-
-async def _cancel_on(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
-    await stop.wait()
-    if not task.done():
-        task.cancel()
+                if self.edge:
+                    bridge_task = tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
+                    publish_task = tg.create_task(self.publisher.run(stop), name="alert-publisher")
+                await stop.wait()
+                log.info("stopping")
+                if self.edge:
+                    # MQTT first: no new readings; unacknowledged ones stay with the broker
+                    await bridge_task
+                    await publish_task  # its publish in flight ends before the flush starts
+                    left = await self.publisher.flush(self.settings.amqp.stop_grace)
+                    if left:
+                        log.error(
+                            "%d alert event(s) not published to RabbitMQ within the %gs "
+                            "stop grace: they are lost until the outbox lands",
+                            left,
+                            self.settings.amqp.stop_grace,
+                        )
+                if not amqp_task.done():
+                    amqp_task.cancel()

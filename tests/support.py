@@ -143,12 +143,15 @@ class TcpProxy:
 
     async def down(self) -> None:
         """Refuse new connections and cut the open ones."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for w in list(self._conns):
             w.transport.abort()
         self._conns.clear()
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
 
 async def delete_amqp(prefix: str, queues: list[str]) -> None:
