@@ -38,7 +38,7 @@ pytest: venv services
 test: lint typecheck pytest
 
 bench: venv services
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
