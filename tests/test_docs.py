@@ -82,3 +82,38 @@ def test_prometheus_rules_pass_promtool() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def _doc_sections(text: str) -> dict[str, str]:
+    import re
+
+    parts = re.split(r"^## ", text, flags=re.MULTILINE)
+    return {p.split("\n", 1)[0].strip(): p for p in parts[1:]}
+
+
+def test_configuration_reference_names_every_key() -> None:
+    """docs/configuration.md cannot drift from the config model: every key is documented."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    from sensord.config import ChannelSettings, Settings
+
+    sections = _doc_sections((ROOT / "docs" / "configuration.md").read_text())
+    missing: list[str] = []
+    for name, field in Settings.model_fields.items():
+        if name in ("channels", "base_dir"):
+            continue
+        model = field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        doc = sections.get(f"`[{name}]`", "")
+        missing += [f"{name}.{key}" for key in model.model_fields if f"`{key}`" not in doc]
+    channel_doc = sections.get("`[[channels]]`", "")
+    (union, *_) = get_args(ChannelSettings)
+    for model in get_args(union):
+        for key, field in model.model_fields.items():
+            shown = field.alias or key
+            if f"`{shown}`" not in channel_doc:
+                missing.append(f"channels.{shown}")
+    assert missing == [], f"document these keys in docs/configuration.md: {missing}"
