@@ -21,7 +21,8 @@ from sensord.events import Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
 from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
-from sensord.publish import AlertPublisher
+from sensord.outbox import Outbox, open_memory_db, open_state_db
+from sensord.publish import OutboxDrain
 from sensord.rules import AlertTransition, Rule, RuleEngine
 from sensord.systemd import SystemdNotifier
 
@@ -48,7 +49,13 @@ class Service:
         self.broker = make_broker(settings.amqp)
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
-        self.publisher = AlertPublisher(self.broker, settings.amqp, self.metrics)
+        self.db = open_state_db(settings.resolve(settings.state.path)) if self.edge else None
+        self.outbox = Outbox(
+            self.db if self.db is not None else open_memory_db(),
+            settings.amqp.max_pending,
+            self.metrics,
+        )
+        self.publisher = OutboxDrain(self.broker, settings.amqp, self.outbox, self.metrics)
         self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
@@ -77,14 +84,16 @@ class Service:
             self._emit(transitions)
 
     def _emit(self, transitions: list[AlertTransition]) -> None:
-        for tr in transitions:
-            event = build_event(tr)
+        events = [build_event(tr) for tr in transitions]
+        # committed before this returns, so the MQTT message is acked only after it
+        self.outbox.add(events)
+        for event in events:
             self.metrics.alerts.labels(event.severity.value, event.status).inc()
             if event.status == "firing":
                 self.active[event.fingerprint] = event.severity.value
             else:
                 self.active.pop(event.fingerprint, None)
-            self.publisher.enqueue(event)
+        self.publisher.wake()
 
     def _tick(self) -> None:
         self._sample_rate()
@@ -212,6 +221,8 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
+            if self.db is not None:
+                stack.callback(self.db.close)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
             for channel in self.channels:

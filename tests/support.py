@@ -301,13 +301,16 @@ class SensordProcess:
                 out[name] = float(value)
         return out
 
-    async def wait_metric(self, name: str, value: float, timeout: float = 15.0) -> dict[str, float]:
-        """Poll /metrics until `name` reaches `value`; returns that scrape."""
+    async def wait_metric(
+        self, name: str, value: float, timeout: float = 15.0, *, exact: bool = False
+    ) -> dict[str, float]:
+        """Poll /metrics until `name` reaches `value` (or equals it); returns that scrape."""
         deadline = time.monotonic() + timeout
         metrics: dict[str, float] = {}
         while time.monotonic() < deadline:
             metrics = await self.metrics()
-            if metrics.get(name, 0.0) >= value:
+            got = metrics.get(name, 0.0)
+            if got == value or (not exact and got >= value):
                 return metrics
             await asyncio.sleep(0.1)
         raise AssertionError(f"{name} did not reach {value}: {metrics.get(name)}")
