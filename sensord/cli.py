@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from sensord import __version__
+from sensord import __version__, client
 from sensord.config import Settings, default_config_path, load_settings
 from sensord.errors import ConfigError
 from sensord.logs import setup_logging
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, help="read [http] listen from this config")
     status.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    client.add_arguments(sub)
     docs = sub.add_parser("docs", help="generate documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="WHAT")
     asyncapi = docs_sub.add_parser("asyncapi", help="AsyncAPI 3.0 document of the AMQP interface")
@@ -156,4 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_status(args)
     if args.command == "docs":
         return cmd_docs(args)
+    if args.command in ("alerts", "silences"):
+        return client.run(args)
     return cmd_run(args)

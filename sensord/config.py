@@ -163,8 +163,36 @@ class StateSettings(_Section):
     path: Path = Path("var/sensord.db")
 
 
+class InhibitSettings(_Section):
+    source: list[str] = Field(min_length=1)
+    target: list[str] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+    @field_validator("source", "target")
+    @classmethod
+    def _matchers(cls, v: list[str]) -> list[str]:
+        from sensord.silences import Matcher  # noqa: PLC0415 - avoid an import cycle
+
+        for text in v:
+            Matcher.parse(text)
+        return v
+
+
+class AlertsSettings(_Section):
+    # re-announce a firing alert that is not acknowledged this often; 0 disables
+    repeat_interval: float = 4 * 3600.0
+    inhibit: list[InhibitSettings] = Field(default_factory=list)
+
+    @field_validator("repeat_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+
 class HttpSettings(_Section):
     listen: str = "127.0.0.1:9300"
+    # bearer token for mutations (ack, silences); without it they are refused
+    token_file: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -254,6 +282,7 @@ class Settings(_Section):
     rules: RulesSettings = Field(default_factory=RulesSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     channels: list[ChannelSettings] = Field(default_factory=list)
     # Directory that relative paths in the file are resolved against (the file's own);
     # set by load_settings, never read from the file.
@@ -467,4 +496,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
                 [Problem(str(path), line, f"mqtt.password_file: cannot read {pw_path}")]
             )
         mqtt = mqtt.model_copy(update={"password_file": pw_path})
-    return settings.model_copy(update={"base_dir": base_dir, "mqtt": mqtt})
+    http = settings.http
+    if http.token_file is not None and not http.token_file.is_absolute():
+        http = http.model_copy(update={"token_file": base_dir / http.token_file})
+    return settings.model_copy(update={"base_dir": base_dir, "mqtt": mqtt, "http": http})

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sensord.api import AlertsApi
 from sensord.config import HttpSettings
 from sensord.metrics import Metrics
 
@@ -25,11 +26,13 @@ class HttpServer:
         metrics: Metrics,
         ready: ReadinessProbe,
         status: StatusProbe,
+        api: AlertsApi | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._ready = ready
         self._status = status
+        self._api = api
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -38,6 +41,8 @@ class HttpServer:
         app.router.add_get("/healthz", self._health_view)
         app.router.add_get("/readyz", self._ready_view)
         app.router.add_get("/api/v1/status", self._status_view)
+        if self._api is not None:
+            self._api.routes(app)
         return app
 
     async def _metrics_view(self, request: web.Request) -> web.Response:

@@ -38,6 +38,7 @@ class Metrics:
     __slots__ = (
         "alerts",
         "alerts_dropped",
+        "alerts_suppressed",
         "alerts_unroutable",
         "amqp_connected",
         "invalid",
@@ -57,6 +58,12 @@ class Metrics:
             "sensord_alerts",
             "Alert transitions evaluated",
             ["severity", "status"],
+            registry=self.registry,
+        )
+        self.alerts_suppressed = Counter(
+            "sensord_alerts_suppressed",
+            "Alert transitions not notified: firing silenced or inhibited, or resolved unannounced",
+            ["status"],
             registry=self.registry,
         )
         self.alerts_unroutable = Counter(

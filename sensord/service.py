@@ -14,7 +14,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sensord import __version__
 from sensord.alerts import build_event
+from sensord.alertstore import AlertStore, InhibitRule
 from sensord.amqp import declare_topology, make_broker
+from sensord.api import AlertsApi
 from sensord.bridge import MqttBridge
 from sensord.config import ConsoleChannelSettings, Settings
 from sensord.events import Reading
@@ -24,6 +26,7 @@ from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, re
 from sensord.outbox import Outbox, open_memory_db, open_state_db
 from sensord.publish import OutboxDrain
 from sensord.rules import AlertTransition, Rule, RuleEngine
+from sensord.silences import Matcher
 from sensord.systemd import SystemdNotifier
 
 log = logging.getLogger("sensord")
@@ -56,6 +59,21 @@ class Service:
             self.metrics,
         )
         self.publisher = OutboxDrain(self.broker, settings.amqp, self.outbox, self.metrics)
+        self.store = (
+            AlertStore(
+                self.db,
+                [
+                    InhibitRule(
+                        tuple(Matcher.parse(m) for m in rule.source),
+                        tuple(Matcher.parse(m) for m in rule.target),
+                        tuple(rule.equal),
+                    )
+                    for rule in settings.alerts.inhibit
+                ],
+            )
+            if self.db is not None
+            else None
+        )
         self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
@@ -68,8 +86,8 @@ class Service:
                 )
                 self.channels.append(channel)
                 register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
-        self.http = HttpServer(settings.http, self.metrics, self.readiness, self.status)
-        self.active: dict[str, str] = {}  # fingerprint -> severity of firing alerts
+        api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
+        self.http = HttpServer(settings.http, self.metrics, self.readiness, self.status, api)
         self._started = time.monotonic()
         # (monotonic, readings) once per tick over the last minute: readings/s in status
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=61)
@@ -84,22 +102,48 @@ class Service:
             self._emit(transitions)
 
     def _emit(self, transitions: list[AlertTransition]) -> None:
+        store = self.store
+        assert store is not None  # only the edge evaluates rules
+        now = time.time()
         events = [build_event(tr) for tr in transitions]
-        # committed before this returns, so the MQTT message is acked only after it
-        self.outbox.add(events)
-        for event in events:
-            self.metrics.alerts.labels(event.severity.value, event.status).inc()
-            if event.status == "firing":
-                self.active[event.fingerprint] = event.severity.value
-            else:
-                self.active.pop(event.fingerprint, None)
-        self.publisher.wake()
+        if len(events) > 1 and store.inhibit:
+            # record inhibiting alerts first, so a target firing on the same reading is held
+            events.sort(key=lambda e: not store.is_inhibit_source(e.labels))
+        to_send = []
+        # one transaction: the alert's new state and the events it causes; committed
+        # before this returns, so the MQTT message is acked only after it
+        with store.transaction():
+            for event in events:
+                self.metrics.alerts.labels(event.severity.value, event.status).inc()
+                if event.status == "firing":
+                    notify = store.fire(event, now)
+                else:
+                    notify = store.resolve(event)
+                if notify:
+                    to_send.append(event)
+                else:
+                    self.metrics.alerts_suppressed.labels(event.status).inc()
+            self.outbox.add(to_send)
+        if to_send:
+            self.publisher.wake()
+
+    def _reconcile(self) -> None:
+        """Publish held alerts no longer silenced or inhibited, and repeats that are due."""
+        if self.store is None:
+            return
+        now = time.time()
+        with self.store.transaction():
+            due = self.store.due(now, self.settings.alerts.repeat_interval)
+            self.outbox.add(due)
+        if due:
+            self.publisher.wake()
 
     def _tick(self) -> None:
         self._sample_rate()
         transitions = self.engine.tick(time.time())
         if transitions:
             self._emit(transitions)
+        self._reconcile()
 
     def health(self) -> tuple[str, list[str]]:
         """("ready" | "degraded" | "not ready", reasons).
@@ -142,7 +186,8 @@ class Service:
             (t0, c0), (t1, c1) = self._rate_samples[0], self._rate_samples[-1]
             rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
         active: dict[str, int] = {}
-        for severity in self.active.values():
+        for alert in self.store.alerts.values() if self.store is not None else ():
+            severity = alert.event.severity.value
             active[severity] = active.get(severity, 0) + 1
         return {
             "status": state,

@@ -1,0 +1,284 @@
+"""Active alerts, silences and acknowledgements, kept in the SQLite state file.
+
+The edge decides here whether a transition is notified: a firing alert that is silenced
+or inhibited is tracked but not published; when the silence expires or the inhibiting
+alert resolves, it is published then. A resolution is published only for an alert whose
+firing was. Long-firing alerts are re-announced every `repeat_interval` (same
+fingerprint and starts_at, new event id) unless acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sensord.events import AlertEvent
+from sensord.silences import Matcher, matches_all
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint TEXT PRIMARY KEY,
+    event       TEXT NOT NULL,
+    notified    INTEGER NOT NULL,
+    last_sent   REAL,
+    acked_by    TEXT,
+    acked_at    REAL,
+    ack_comment TEXT
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id         TEXT PRIMARY KEY,
+    matchers   TEXT NOT NULL,
+    starts_at  REAL NOT NULL,
+    ends_at    REAL NOT NULL,
+    author     TEXT NOT NULL,
+    comment    TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(slots=True)
+class ActiveAlert:
+    event: AlertEvent  # the last firing event sent or held for this episode
+    notified: bool
+    last_sent: float | None = None
+    acked_by: str | None = None
+    acked_at: float | None = None
+    ack_comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: float
+    ends_at: float
+    author: str
+    comment: str
+    created_at: float
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def to_json(self, now: float) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "matchers": [str(m) for m in self.matchers],
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "author": self.author,
+            "comment": self.comment,
+            "state": "active"
+            if self.active(now)
+            else ("pending" if now < self.starts_at else "expired"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InhibitRule:
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...]
+
+
+@dataclass
+class AlertStore:
+    conn: sqlite3.Connection
+    inhibit: list[InhibitRule] = field(default_factory=list)
+    alerts: dict[str, ActiveAlert] = field(default_factory=dict)
+    silences: dict[str, Silence] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.conn.executescript(SCHEMA)
+        for fp, event, notified, last_sent, by, at, comment in self.conn.execute(
+            "SELECT fingerprint, event, notified, last_sent, acked_by, acked_at, ack_comment"
+            " FROM alerts"
+        ):
+            self.alerts[fp] = ActiveAlert(
+                AlertEvent.model_validate_json(event), bool(notified), last_sent, by, at, comment
+            )
+        for row in self.conn.execute(
+            "SELECT id, matchers, starts_at, ends_at, author, comment, created_at FROM silences"
+        ):
+            sid, matchers, *rest = row
+            parsed = tuple(Matcher.parse(m) for m in json.loads(matchers))
+            self.silences[sid] = Silence(sid, parsed, *rest)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction for state changes and the outbox rows they cause."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---- decisions
+
+    def silenced_by(self, labels: dict[str, str], now: float) -> str | None:
+        for s in self.silences.values():
+            if s.active(now) and matches_all(list(s.matchers), labels):
+                return s.id
+        return None
+
+    def inhibited_by(self, fingerprint: str, labels: dict[str, str]) -> str | None:
+        for rule in self.inhibit:
+            if not matches_all(list(rule.target), labels):
+                continue
+            for fp, src in self.alerts.items():
+                if fp == fingerprint:
+                    continue
+                sl = src.event.labels
+                if matches_all(list(rule.source), sl) and all(
+                    sl.get(name) == labels.get(name) for name in rule.equal
+                ):
+                    return fp
+        return None
+
+    def is_inhibit_source(self, labels: dict[str, str]) -> bool:
+        return any(matches_all(list(rule.source), labels) for rule in self.inhibit)
+
+    def suppressed(self, event: AlertEvent, now: float) -> bool:
+        return (
+            self.silenced_by(event.labels, now) is not None
+            or self.inhibited_by(event.fingerprint, event.labels) is not None
+        )
+
+    # ---- alert lifecycle
+
+    def _save(self, alert: ActiveAlert) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO alerts (fingerprint, event, notified, last_sent, acked_by,"
+            " acked_at, ack_comment) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert.event.fingerprint,
+                alert.event.model_dump_json(),
+                int(alert.notified),
+                alert.last_sent,
+                alert.acked_by,
+                alert.acked_at,
+                alert.ack_comment,
+            ),
+        )
+
+    def fire(self, event: AlertEvent, now: float) -> bool:
+        """Record a firing transition; True when it is to be notified now."""
+        notify = not self.suppressed(event, now)
+        alert = ActiveAlert(event, notify, now if notify else None)
+        self.alerts[event.fingerprint] = alert
+        self._save(alert)
+        return notify
+
+    def resolve(self, event: AlertEvent) -> bool:
+        """Record a resolution; True when it is to be notified (its firing was)."""
+        alert = self.alerts.pop(event.fingerprint, None)
+        self.conn.execute("DELETE FROM alerts WHERE fingerprint = ?", (event.fingerprint,))
+        return alert is None or alert.notified
+
+    def due(self, now: float, repeat_interval: float) -> list[AlertEvent]:
+        """Firing events to send now: held ones no longer suppressed, and repeats."""
+        out = []
+        for alert in self.alerts.values():
+            if self.suppressed(alert.event, now):
+                continue
+            repeat_due = (
+                repeat_interval > 0
+                and alert.acked_by is None
+                and alert.last_sent is not None
+                and now - alert.last_sent >= repeat_interval
+            )
+            if alert.notified and not repeat_due:
+                continue
+            event = alert.event.model_copy(update={"event_id": str(uuid.uuid4())})
+            alert.event, alert.notified, alert.last_sent = event, True, now
+            self._save(alert)
+            out.append(event)
+        return out
+
+    def ack(self, fingerprint: str, by: str, comment: str, now: float | None = None) -> bool:
+        alert = self.alerts.get(fingerprint)
+        if alert is None:
+            return False
+        alert.acked_by, alert.acked_at, alert.ack_comment = by, now or time.time(), comment
+        with self.transaction():
+            self._save(alert)
+        return True
+
+    # ---- silences
+
+    def add_silence(
+        self, matchers: list[Matcher], starts_at: float, ends_at: float, author: str, comment: str
+    ) -> Silence:
+        if not matchers:
+            raise ValueError("a silence needs at least one matcher")
+        if ends_at <= starts_at:
+            raise ValueError("a silence must end after it starts")
+        s = Silence(
+            str(uuid.uuid4()), tuple(matchers), starts_at, ends_at, author, comment, time.time()
+        )
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO silences (id, matchers, starts_at, ends_at, author, comment,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    s.id,
+                    json.dumps([str(m) for m in matchers]),
+                    s.starts_at,
+                    s.ends_at,
+                    s.author,
+                    s.comment,
+                    s.created_at,
+                ),
+            )
+        self.silences[s.id] = s
+        return s
+
+    def expire_silence(self, sid: str, now: float | None = None) -> bool:
+        s = self.silences.get(sid)
+        if s is None:
+            return False
+        end = now or time.time()
+        expired = Silence(
+            s.id, s.matchers, min(s.starts_at, end), end, s.author, s.comment, s.created_at
+        )
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE silences SET ends_at = ?, starts_at = ? WHERE id = ?",
+                (expired.ends_at, expired.starts_at, sid),
+            )
+        self.silences[sid] = expired
+        return True
+
+    def gc_silences(self, now: float, keep: float = 86400.0) -> None:
+        """Forget silences that expired more than `keep` seconds ago."""
+        old = [sid for sid, s in self.silences.items() if s.ends_at < now - keep]
+        if old:
+            with self.transaction():
+                self.conn.executemany("DELETE FROM silences WHERE id = ?", [(i,) for i in old])
+            for sid in old:
+                del self.silences[sid]
+
+    def alert_json(self, alert: ActiveAlert, now: float) -> dict[str, object]:
+        ev = alert.event
+        silenced = self.silenced_by(ev.labels, now)
+        inhibited = self.inhibited_by(ev.fingerprint, ev.labels)
+        return {
+            **json.loads(ev.model_dump_json()),
+            "state": "suppressed" if (silenced or inhibited) else "active",
+            "silenced_by": silenced,
+            "inhibited_by": inhibited,
+            "notified": alert.notified,
+            "acked_by": alert.acked_by,
+            "acked_at": alert.acked_at,
+            "ack_comment": alert.ack_comment,
+        }
