@@ -1,0 +1,448 @@
+"""Alert latency: breaching reading published -> webhook target has the notification.
+
+`python -m bench.latency [--alerts 200] [--load 5000] [--outage 60] [--backlog 10000]`
+prints one JSON object (progress on stderr). In the same run it measures:
+- end-to-end latency (p50/p95/p99) of `--alerts` alerts through a sensord subprocess
+  (private Mosquitto, the machine's RabbitMQ with a unique prefix, a local aiohttp
+  webhook sink) under a background load of `--load` readings/s;
+- the floor: each fixed cost of that path measured alone (an MQTT QoS 1 round trip, one
+  SQLite WAL commit, one RabbitMQ publish-confirm-consume, one webhook POST);
+- the outbox drain after a RabbitMQ outage of `--outage` s (a TCP proxy cut) during which
+  `--backlog` alerts fired: seconds from reconnect until the outbox is empty, alerts/s.
+Nothing is asserted: medians and ratios, on a noisy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import paho.mqtt.client as mqtt
+from aiohttp import web
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.broker import PrivateMosquitto, free_port
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _log(msg: str) -> None:
+    print(f"latency: {msg}", file=sys.stderr, flush=True)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(values) * 1000, 3),
+        "p95_ms": round(_pct(values, 0.95) * 1000, 3),
+        "p99_ms": round(_pct(values, 0.99) * 1000, 3),
+        "n": len(values),
+    }
+
+
+class Sink:
+    """The webhook target: records when each device's firing notification arrived."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrived: dict[str, float] = {}
+        self.count = 0
+        self.events: dict[str, asyncio.Event] = {}
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        now = time.time()
+        body = await request.json()
+        for alert in body.get("alerts", []):
+            if alert["status"] == "firing":
+                self.count += 1
+                device = alert["labels"].get("device", "")
+                self.arrived.setdefault(device, now)
+                if device in self.events:
+                    self.events[device].set()
+        return web.Response(text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/alerts", self._handle)
+        app.router.add_post("/floor", self._floor)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _floor(self, request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class Proxy:
+    """TCP proxy in front of RabbitMQ, to cut it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", 5672)
+        except OSError:
+            w.close()
+            return
+        self._conns.update((w, uw))
+        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for w in list(self._conns):
+            w.transport.abort()
+        self._conns.clear()
+
+
+class Sensord:
+    def __init__(self, workdir: Path, mqtt_port: int, sink: Sink, amqp_url: str) -> None:
+        self.workdir = workdir
+        self.prefix = f"bench{uuid.uuid4().hex[:8]}"
+        self.http_port = free_port()
+        (workdir / "rules").mkdir(parents=True, exist_ok=True)
+        (workdir / "rules" / "r.yaml").write_text(
+            "rules:\n  - {name: hot, match: {kind: temperature}, above: 80, severity: critical}\n"
+        )
+        (workdir / "sensord.toml").write_text(
+            f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nclient_id = "{self.prefix}"\n'
+            'topics = ["lat/#"]\ntopic_template = "lat/{site}/{device}/{kind}"\n'
+            "persistent_session = false\n"
+            f'[amqp]\nurl = "{amqp_url}"\nprefix = "{self.prefix}"\nreconnect_interval = 0.5\n'
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n[alerts]\nrepeat_interval = 0\n'
+            f'[[channels]]\nname = "hook"\ntype = "webhook"\n'
+            f'url = "http://127.0.0.1:{sink.port}/alerts"\nprefetch = 256\n'
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.workdir / "stderr.log").open("wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sensord",
+                    "run",
+                    "-c",
+                    str(self.workdir / "sensord.toml"),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=self.workdir,
+            )
+
+    async def status(self) -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{self.http_port}/api/v1/status") as r,
+        ):
+            data: dict[str, Any] = await r.json()
+            return data
+
+    async def wait(self, pred: Any, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                st = await self.status()
+                if pred(st):
+                    return st
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"sensord condition not met in {timeout}s")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        conn = await aio_pika.connect(AMQP)
+        async with conn:
+            for name in (f"{self.prefix}.notify.hook", f"{self.prefix}.notify.hook.dead"):
+                ch = await conn.channel()
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await ch.queue_delete(name)
+            ch = await conn.channel()
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await ch.exchange_delete(f"{self.prefix}.alerts")
+
+
+def _publisher(port: int) -> mqtt.Client:
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"lat-pub-{uuid.uuid4().hex[:8]}",
+    )
+    c.max_inflight_messages_set(0)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def _background(port: int, rate: int, stop: threading.Event) -> None:
+    """`rate` non-breaching readings/s over 1,000 sensors, paced from the start time."""
+    c = _publisher(port)
+    start, n = time.monotonic(), 0
+    try:
+        while not stop.is_set():
+            due = start + n / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(min(delay, 0.01))
+                continue
+            c.publish(f"lat/bg/s-{n % 1000}/temperature", b"21.5", qos=0)
+            n += 1
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+async def measure_latency(mqtt_port: int, alerts: int, load: int, work: Path) -> dict[str, Any]:
+    sink = Sink()
+    await sink.start()
+    sd = Sensord(work / "lat", mqtt_port, sink, AMQP)
+    sd.start()
+    stop = threading.Event()
+    bg = threading.Thread(target=_background, args=(mqtt_port, load, stop), daemon=True)
+    try:
+        await sd.wait(lambda st: st["mqtt"]["connected"] and st["amqp"]["connected"])
+        bg.start()
+        await asyncio.sleep(2.0)  # load reaches steady state
+        pub = _publisher(mqtt_port)
+        latencies = []
+        for i in range(alerts):
+            device = f"a-{i}"
+            sink.events[device] = asyncio.Event()
+            t0 = time.time()
+            pub.publish(f"lat/lat/{device}/temperature", b"95", qos=1)
+            await asyncio.wait_for(sink.events[device].wait(), 30)
+            latencies.append(sink.arrived[device] - t0)
+            pub.publish(f"lat/lat/{device}/temperature", b"20", qos=1)
+            await asyncio.sleep(0.01)
+            if (i + 1) % 50 == 0:
+                p50 = statistics.median(latencies) * 1000
+                _log(f"{i + 1}/{alerts} alerts, p50 so far {p50:.1f} ms")
+        pub.disconnect()
+        pub.loop_stop()
+        st = await sd.status()
+        return {
+            **_summary_ms(latencies),
+            "background_rate": load,
+            "readings_per_s_seen": st["readings_per_s"],
+        }
+    finally:
+        stop.set()
+        if bg.is_alive():
+            bg.join(5)
+        await sd.stop()
+        await sink.stop()
+
+
+async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top to bottom
+    mqtt_port: int, work: Path, n: int = 200
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # MQTT QoS 1 round trip through the broker
+    got = threading.Event()
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="lat-floor-sub")
+    sub.on_message = lambda c, u, m: got.set()
+    sub.connect("127.0.0.1", mqtt_port)
+    sub.subscribe("floor/x", qos=1)
+    sub.loop_start()
+    pub = _publisher(mqtt_port)
+    await asyncio.sleep(0.5)
+    rtts = []
+    for _ in range(n):
+        got.clear()
+        t0 = time.perf_counter()
+        pub.publish("floor/x", b"1", qos=1)
+        await asyncio.to_thread(got.wait, 5)
+        rtts.append(time.perf_counter() - t0)
+    for c in (pub, sub):
+        c.disconnect()
+        c.loop_stop()
+    out["mqtt_qos1_round_trip_ms"] = round(statistics.median(rtts) * 1000, 3)
+    # one SQLite WAL commit (synchronous=NORMAL, as the outbox)
+    db = sqlite3.connect(work / "floor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE t (x BLOB)")
+    commits = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?)", (b"x" * 400,))
+        db.execute("COMMIT")
+        commits.append(time.perf_counter() - t0)
+    db.close()
+    out["sqlite_commit_ms"] = round(statistics.median(commits) * 1000, 3)
+    # RabbitMQ publish with confirm, then consume
+    conn = await aio_pika.connect(AMQP)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        q = await ch.declare_queue(exclusive=True)
+        it = q.iterator()
+        rts = []
+        async with it:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await ch.default_exchange.publish(aio_pika.Message(b"x" * 400), q.name)
+                msg = await it.__anext__()
+                await msg.ack()
+                rts.append(time.perf_counter() - t0)
+    out["rabbitmq_publish_confirm_consume_ms"] = round(statistics.median(rts) * 1000, 3)
+    # one webhook POST to a local aiohttp server
+    sink = Sink()
+    await sink.start()
+    body = json.dumps({"alerts": [{"status": "firing", "labels": {}}]}).encode()
+    posts = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with s.post(f"http://127.0.0.1:{sink.port}/floor", data=body) as r:
+                await r.read()
+            posts.append(time.perf_counter() - t0)
+    await sink.stop()
+    out["webhook_post_ms"] = round(statistics.median(posts) * 1000, 3)
+    out["sum_ms"] = round(sum(v for k, v in out.items() if k.endswith("_ms")), 3)
+    return out
+
+
+async def measure_drain(mqtt_port: int, outage: float, backlog: int, work: Path) -> dict[str, Any]:
+    sink = Sink()
+    await sink.start()
+    proxy = Proxy()
+    await proxy.up()
+    sd = Sensord(work / "drain", mqtt_port, sink, AMQP.replace(":5672", f":{proxy.port}"))
+    (sd.workdir / "sensord.toml").write_text(
+        (sd.workdir / "sensord.toml")
+        .read_text()
+        .replace(
+            "reconnect_interval = 0.5\n", f"reconnect_interval = 0.5\nmax_pending = {backlog * 2}\n"
+        )
+    )
+    sd.start()
+    try:
+        await sd.wait(lambda st: st["mqtt"]["connected"] and st["amqp"]["connected"])
+        await proxy.down()
+        cut = time.monotonic()
+        _log(f"RabbitMQ cut; firing {backlog} alerts")
+        pub = _publisher(mqtt_port)
+        for i in range(backlog):
+            pub.publish(f"lat/drain/d-{i}/temperature", b"95", qos=0)
+            if i % 2000 == 1999:
+                await asyncio.sleep(0.2)  # keep the stock-size broker queues happy
+        pub.disconnect()
+        pub.loop_stop()
+        await sd.wait(lambda st: st["alerts_pending_publish"] >= backlog, timeout=120)
+        remaining = outage - (time.monotonic() - cut)
+        if remaining > 0:
+            _log(f"backlog of {backlog} held; outage continues {remaining:.0f}s")
+            await asyncio.sleep(remaining)
+        await proxy.up()
+        t0 = time.monotonic()
+        st = await sd.wait(lambda st: st["alerts_pending_publish"] == 0, timeout=300)
+        drained = time.monotonic() - t0
+        deadline = time.monotonic() + 120
+        while sink.count < backlog and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        delivered = time.monotonic() - t0
+        return {
+            "outage_s": outage,
+            "backlog": backlog,
+            "seconds_to_empty_outbox": round(drained, 3),
+            "drain_alerts_per_s": round(backlog / drained, 1) if drained else None,
+            "seconds_until_all_notified": round(delivered, 3),
+            "notified": sink.count,
+            "status_after": st["status"],
+        }
+    finally:
+        await sd.stop()
+        await proxy.down()
+        await sink.stop()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with PrivateMosquitto(max_inflight=1000) as broker, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        _log("floor: fixed costs alone")
+        floor = await measure_floor(broker.port, work)
+        _log(f"latency: {args.alerts} alerts under {args.load} readings/s")
+        latency = await measure_latency(broker.port, args.alerts, args.load, work)
+        drain = None
+        if args.backlog:
+            _log(f"drain: {args.backlog} alerts after a {args.outage:g}s RabbitMQ outage")
+            drain = await measure_drain(broker.port, args.outage, args.backlog, work)
+    return {
+        "benchmark": "alert_latency",
+        "latency": latency,
+        "floor": floor,
+        "ratio_p50_to_floor": round(latency["p50_ms"] / floor["sum_ms"], 2),
+        "drain": drain,
+        "targets": {"p50_ms": 5, "p99_ms": 10, "drain_10000_s": 5},
+        "host_cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()[:2]],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--alerts", type=int, default=200)
+    parser.add_argument("--load", type=int, default=5000, help="background readings/s")
+    parser.add_argument("--outage", type=float, default=60.0, help="RabbitMQ outage, seconds")
+    parser.add_argument("--backlog", type=int, default=10000, help="alerts during the outage")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    result = asyncio.run(main_async(args))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
