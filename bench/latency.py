@@ -318,20 +318,26 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
         commits.append(time.perf_counter() - t0)
     db.close()
     out["sqlite_commit_ms"] = round(statistics.median(commits) * 1000, 3)
-    # RabbitMQ publish with confirm, then consume
+    # RabbitMQ publish with confirm, then consume: as sensord does it, a persistent
+    # message into a durable quorum queue (its confirm waits for the Raft log's fsync)
     conn = await aio_pika.connect(AMQP)
     async with conn:
         ch = await conn.channel(publisher_confirms=True)
-        q = await ch.declare_queue(exclusive=True)
-        it = q.iterator()
+        name = f"bench-floor-{uuid.uuid4().hex[:8]}"
+        q = await ch.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
         rts = []
-        async with it:
-            for _ in range(n):
-                t0 = time.perf_counter()
-                await ch.default_exchange.publish(aio_pika.Message(b"x" * 400), q.name)
-                msg = await it.__anext__()
-                await msg.ack()
-                rts.append(time.perf_counter() - t0)
+        try:
+            async with q.iterator() as it:
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    await ch.default_exchange.publish(
+                        aio_pika.Message(b"x" * 400, delivery_mode=2), q.name
+                    )
+                    msg = await it.__anext__()
+                    await msg.ack()
+                    rts.append(time.perf_counter() - t0)
+        finally:
+            await q.delete(if_unused=False, if_empty=False)
     out["rabbitmq_publish_confirm_consume_ms"] = round(statistics.median(rts) * 1000, 3)
     # one webhook POST to a local aiohttp server
     sink = Sink()
