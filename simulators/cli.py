@@ -31,7 +31,7 @@ from simulators.wire import MAX_INFLIGHT_LIMIT
 PROG = "sensord-sim"
 
 
-def _number(
+def number(
     kind: type[int] | type[float], *, low: float, high: float | None = None
 ) -> Callable[[str], int | float]:
     """An argparse ``type`` accepting a finite number of ``kind`` within [low, high]."""
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Publish simulated sensor readings to MQTT for sensord. "
-        f"Also: '{PROG} record --help', '{PROG} replay --help'.",
+        f"Also: '{PROG} record --help' (capture MQTT traffic to a trace file) and "
+        f"'{PROG} replay --help' (publish a trace again, its spacing scaled).",
     )
     add_connection_options(p)
     p.add_argument(
@@ -95,13 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sites",
-        type=_number(int, low=1),
+        type=number(int, low=1),
         default=1,
         help="sites plant-1..plant-N (default: %(default)s)",
     )
     p.add_argument(
         "--sensors",
-        type=_number(int, low=1),
+        type=number(int, low=1),
         default=5,
         help="devices per site and kind, e.g. t-1..t-N (default: %(default)s)",
     )
@@ -116,25 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     rate = p.add_mutually_exclusive_group()
     rate.add_argument(
         "--rate",
-        type=_number(float, low=1e-6, high=1e9),
+        type=number(float, low=1e-6, high=1e9),
         default=None,
         help="readings per second per sensor (default: 1)",
     )
     rate.add_argument(
         "--total-rate",
-        type=_number(float, low=1e-6, high=1e9),
+        type=number(float, low=1e-6, high=1e9),
         default=None,
         help="readings per second for the whole fleet, spread evenly over its sensors",
     )
     p.add_argument(
         "--duration",
-        type=_number(float, low=0),
+        type=number(float, low=0),
         default=0.0,
         help="seconds to run; 0 = until Ctrl-C/SIGTERM or --count (default: 0)",
     )
     p.add_argument(
         "--count",
-        type=_number(int, low=0),
+        type=number(int, low=0),
         default=0,
         help="total messages; 0 = no limit (default: 0)",
     )
@@ -163,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed, same series (default: 0)")
     p.add_argument(
         "--start-time",
-        type=_number(float, low=0),
+        type=number(float, low=0),
         default=None,
         metavar="EPOCH_S",
         help="timestamp of the first reading, epoch seconds (default: now); with the same "
@@ -173,13 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default=None, help="MQTT client id (default: sensord-sim-<pid>)")
     p.add_argument(
         "--max-inflight",
-        type=_number(int, low=1, high=MAX_INFLIGHT_LIMIT),
+        type=number(int, low=1, high=MAX_INFLIGHT_LIMIT),
         default=1000,
         help="unconfirmed publishes allowed before waiting for acks (default: %(default)s)",
     )
     p.add_argument(
         "--processes",
-        type=_number(int, low=1, high=256),
+        type=number(int, low=1, high=256),
         default=1,
         help="publish from N processes, each a slice of the fleet on its own connection "
         "(default: %(default)s)",
@@ -221,7 +222,7 @@ class ProgressLine:
             self._drawn = False
 
 
-def _summary_line(s: Summary) -> str:
+def summary_line(s: Summary) -> str:
     line = (
         f"{PROG}: sent {s.sent:,} messages at QoS {s.qos} in {s.elapsed_s:.2f} s "
         f"({s.rate:,.0f} msg/s), {s.errors:,} errors"
@@ -285,6 +286,10 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCon
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sensord-sim``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("record", "replay"):
+        from simulators import trace  # noqa: PLC0415 - only these subcommands need paho
+
+        return trace.main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = _config(args, parser)
@@ -324,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary is None:  # stopped before connecting
         summary = Summary(sent=0, errors=0, elapsed_s=0.0, rate=0.0, qos=cfg.qos)
     if not args.quiet:
-        print(_summary_line(summary), file=sys.stderr)
+        print(summary_line(summary), file=sys.stderr)
     if args.json:
         print(summary.to_json(), flush=True)
     return 0

@@ -1,14 +1,13 @@
-"""Pacing loop: takes due readings from the fleet and hands them to a sink on schedule."""
+"""Pacing loop: takes due messages from a source (a fleet, a trace) and hands them to a
+sink on schedule."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from simulators.fleet import Fleet, Message
 
 BATCH_MAX = 512
 """Readings published between two looks at the clock, the stop flag and the progress line."""
@@ -31,6 +30,30 @@ class StopFlag:
         if self.requested:
             self.forced = True
         self.requested = True
+
+
+class Outgoing(Protocol):
+    """One message to publish (`simulators.fleet.Message`, a replayed trace record)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+class Source(Protocol):
+    """What to publish when (`simulators.fleet.Fleet`, `simulators.trace.TraceSource`)."""
+
+    @property
+    def next_due(self) -> float: ...
+
+    @property
+    def fault_counts(self) -> dict[str, int]: ...
+
+    def due(self, j: int) -> float: ...
+
+    def take(self, until: float, limit: int | None = None) -> Sequence[Outgoing]: ...
 
 
 class Sink(Protocol):
@@ -99,14 +122,14 @@ class Summary:
         return json.dumps(self.as_dict())
 
 
-def _publish(sink: Sink, batch: list[Message]) -> int:
+def _publish(sink: Sink, batch: Sequence[Outgoing]) -> int:
     for message in batch:
         sink.publish(message.topic, message.payload)
     return len(batch)
 
 
 def run(
-    fleet: Fleet,
+    fleet: Source,
     sink: Sink,
     *,
     stop: StopFlag,
@@ -127,7 +150,7 @@ def run(
     limit = count if count > 0 else None
     end_s = duration_s if duration_s > 0 else None
     if limit is not None and end_s is None:
-        end_s = limit / fleet.total_rate  # for the progress line's "remaining" only
+        end_s = fleet.due(limit - 1)  # for the progress line's "remaining" only
 
     # Everything below is in seconds since start, the same scale as the fleet's due times,
     # so "is anything due" and "how long to sleep" can never disagree through rounding.
