@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import subprocess
 import time
 import uuid
@@ -14,6 +16,7 @@ import pytest
 from simulators.faults import FaultRates
 from simulators.fleet import Fleet
 from simulators.payloads import Format
+from tests.support import MQTT_PORT, TcpProxy, wait_for
 from tests.test_simulator import _sim_argv, _sim_env, _subscribed
 
 START_S = 1_764_000_000
@@ -147,3 +150,72 @@ def test_a_broken_scenario_file_is_a_usage_error_naming_file_and_line(tmp_path: 
     assert done.returncode == 2
     assert f"{path}:4: unknown event 'x'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_processes_stop_cleanly_on_sigint_with_one_summary(topic_root: str) -> None:
+    with _subscribed(topic_root, 1) as collector:
+        proc = subprocess.Popen(
+            _sim_argv(
+                *("--topic-root", topic_root, "--sensors", "6", "--rate", "50"),
+                *("--processes", "2", "--quiet", "--json"),
+                *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_sim_env(),
+        )
+        try:
+            assert collector.wait_for(300, timeout=20) >= 300, "workers never published"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        assert err == ""
+        summary = json.loads(out)
+        assert summary["processes"] == 2
+        assert summary["errors"] == 0
+        assert collector.wait_for(summary["sent"], timeout=5) == summary["sent"]
+        devices = {topic.split("/")[2] for topic, _ in collector.messages}
+        assert devices == {f"t-{d}" for d in range(1, 7)}, "both shards published"
+
+
+async def test_a_cut_connection_is_counted_and_publishing_resumes(topic_root: str) -> None:
+    proxy = TcpProxy(MQTT_PORT)
+    await proxy.up()
+    with _subscribed(topic_root, 1) as collector:
+        proc = subprocess.Popen(  # noqa: ASYNC220 - runs beside the proxy, stopped below
+            _sim_argv(
+                *("--mqtt", f"mqtt://127.0.0.1:{proxy.port}", "--topic-root", topic_root),
+                *("--sensors", "4", "--rate", "50", "--quiet", "--json"),
+                *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_sim_env(),
+        )
+        try:
+            await wait_for(lambda: len(collector.messages) >= 200)
+            await proxy.down()
+            await asyncio.sleep(1.5)
+            cut = len(collector.messages)
+            await proxy.up()
+            await wait_for(lambda: len(collector.messages) >= cut + 400, timeout=20)
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.to_thread(proc.communicate, timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            await proxy.down()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    received = len(collector.messages)
+    # Acknowledged ones arrived; ones whose PUBACK was lost with the connection are errors.
+    assert summary["sent"] <= received <= summary["sent"] + summary["errors"]
+    values = [json.loads(p)["ts"] for _, p in collector.messages]
+    assert len(set(values)) == len(values), "nothing sent twice"
