@@ -144,6 +144,10 @@ def _worker(
         counters[base + 4] = 1.0
 
     count = _share(cfg.count, index, cfg.processes) if cfg.count else 0
+    if cfg.count and not count:  # fewer messages than workers: nothing to do here
+        counters[base + 5] = 1.0
+        results.put((index, {}))
+        return
     try:
         summary = run_here(
             cfg,

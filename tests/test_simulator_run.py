@@ -219,3 +219,8 @@ async def test_a_cut_connection_is_counted_and_publishing_resumes(topic_root: st
     assert summary["sent"] <= received <= summary["sent"] + summary["errors"]
     values = [json.loads(p)["ts"] for _, p in collector.messages]
     assert len(set(values)) == len(values), "nothing sent twice"
+
+
+def test_a_count_smaller_than_the_processes_is_exact(topic_root: str) -> None:
+    got = _capture(topic_root, 2, "--sensors", "4", "--processes", "3", "--rate", "10")
+    assert len(got) == 2
