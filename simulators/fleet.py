@@ -174,7 +174,7 @@ class Fleet:
             cond = sensor.cond
             if cond.silent:
                 continue
-            value = sensor.read(t)
+            value = sensor.measure(t) if cond.flap is None else sensor.read(t)
             reading = Reading(sensor.topic, sensor.site, sensor.device, sensor.kind, t, value)
             ts_ms = epoch_ms + round(t * 1000)
             if injector.active or cond.faults:

@@ -216,7 +216,16 @@ class Temperature(SensorModel):
     def air(self, t: float) -> float:
         """True air temperature at ``t`` (no sensor error)."""
         daily = self.daily_amp * math.sin(TWO_PI * t / DAY_S + self.daily_phase)
-        return self.lag.advance(t, self._target) + daily
+        lag = self.lag
+        if lag.t < t <= self._target_until:
+            # Hot path: still in the timeline segment of the last call, so one exact step
+            # (none at all at the target: the steady state of a sensor left alone).
+            target = self._target_value
+            if lag.x != target:
+                lag.x = target + (lag.x - target) * math.exp((lag.t - t) / TAU_S)
+            lag.t = t
+            return lag.x + daily
+        return lag.advance(t, self._target) + daily
 
     def measure(self, t: float) -> float:
         return round(self.air(t) + self.bias + self.rng.gauss(0.0, self.NOISE_SIGMA), 2)

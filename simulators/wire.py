@@ -51,6 +51,12 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+_FIXED_CACHED = 16_384
+_QOS0_FIXED = [b"\x30" + _remaining_length(n) for n in range(_FIXED_CACHED)]
+_QOS1_FIXED = [b"\x32" + _remaining_length(n) for n in range(_FIXED_CACHED)]
+"""Fixed headers of PUBLISH packets by remaining length: the common sizes, built once."""
+
+
 def _utf8(text: str) -> bytes:
     raw = text.encode()
     return struct.pack("!H", len(raw)) + raw
@@ -244,7 +250,7 @@ class WirePublisher:
         qos = self.qos
         if qos == 0:
             size = len(head) + len(payload)
-            fixed = b"\x30" + _remaining_length(size)
+            fixed = _QOS0_FIXED[size] if size < _FIXED_CACHED else b"\x30" + _remaining_length(size)
             packet = fixed + head + payload
         else:
             pid = self._next_id
@@ -253,8 +259,11 @@ class WirePublisher:
             self._next_id = pid % MAX_INFLIGHT_LIMIT + 1
             self._unacked.add(pid)
             size = len(head) + 2 + len(payload)
-            first = b"\x32" if qos == 1 else b"\x34"
-            packet = first + _remaining_length(size) + head + struct.pack("!H", pid) + payload
+            if qos == 1 and size < _FIXED_CACHED:
+                fixed = _QOS1_FIXED[size]
+            else:
+                fixed = (b"\x32" if qos == 1 else b"\x34") + _remaining_length(size)
+            packet = fixed + head + pid.to_bytes(2, "big") + payload
         self._chunks.append(packet)
         self._chunk_bytes += len(packet)
         self._queued += len(packet)
