@@ -98,12 +98,13 @@ def test_rate_is_accurate_within_5_percent_over_10_s(topic_root: str) -> None:
     assert 9_500 <= received <= 10_500, received
     span = arrivals[-1] - arrivals[0]
     assert received / span == pytest.approx(1000, rel=0.05)
-    # Steady, not bursty: every 2 s window (wide enough to absorb subscriber hiccups on a
-    # loaded machine) carries its share.
+    # Steady, not bursty: every 2 s window carries its share. 15 %: on the shared machine a
+    # process (simulator or subscriber) is sometimes descheduled for a few hundred ms, and
+    # the simulator then catches up, by design, in the next window.
     windows: dict[int, int] = defaultdict(int)
     for at in arrivals:
         windows[int((at - arrivals[0]) / 2)] += 1
-    assert all(1800 <= windows[w] <= 2200 for w in range(4)), sorted(windows.items())
+    assert all(1700 <= windows[w] <= 2300 for w in range(4)), sorted(windows.items())
 
 
 def test_processes_share_the_fleet_and_publish_exactly_what_one_would(topic_root: str) -> None:
