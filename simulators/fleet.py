@@ -1,111 +1,74 @@
-"""Pure model of a sensor fleet: physics, scenarios and the reading schedule.
+"""Pure model of a sensor fleet: physics per kind, scenario, faults, payloads and schedule.
 
-No I/O and no clock: callers pass elapsed time in, so a seed gives the same value series
-however fast or slow the publisher runs, and every property is testable without a broker.
+No I/O and no clock: callers pass elapsed time in, and timestamps are the start epoch plus
+each reading's due time, so a seed gives the same messages byte for byte however fast or
+slow the publisher runs, and every property is testable without a broker.
 """
 
 from __future__ import annotations
 
-import enum
 import math
-import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
-TAU_S = 1.5
-"""Time constant of the first-order lag: fast enough that a heatwave sensor crosses 80 °C
-about 3 s after its setpoint jumps, so an ``above: 80, for: 10s`` rule fires early."""
-NOISE_SIGMA_C = 0.1
-BIAS_SIGMA_C = 0.3
-SETPOINT_MIN_C = 21.0
-SETPOINT_MAX_C = 23.0
+from simulators.faults import FaultInjector, FaultRates
+from simulators.payloads import Encoder, Format
+from simulators.physics import KINDS, SensorModel, make_sensor
+from simulators.scenario import NORMAL, Condition, Scenario, Timeline
 
-HEATWAVE_CYCLE_S = 60.0
-HEATWAVE_HOT_FROM_S = 3.0
-HEATWAVE_HOT_UNTIL_S = 30.0
-HEATWAVE_SETPOINT_C = 91.0
-HEATWAVE_SITE = "plant-1"
-HEATWAVE_DEVICES = ("t-1", "t-2")
-
-
-class Scenario(enum.StrEnum):
-    """What happens to the fleet beyond normal noise."""
-
-    NONE = "none"
-    HEATWAVE = "heatwave"
+DEFAULT_EPOCH_MS = 1_764_000_000_000
+"""Start epoch used when none is given (tests): 2025-11-24T16:00:00Z."""
 
 
 class Reading(NamedTuple):
-    """One measurement, due ``t`` seconds after the simulator started."""
+    """One measurement of one sensor, due ``t`` seconds after the start."""
 
     topic: str
     site: str
     device: str
+    kind: str
     t: float
     value: float
 
-    def payload(self, ts_ms: int) -> bytes:
-        """JSON payload of the readings contract; ``ts`` is epoch milliseconds."""
-        # Formatted by hand: json.dumps costs more than the rest of a reading put together.
-        return f'{{"value": {self.value!r}, "ts": {ts_ms}, "unit": "C"}}'.encode()
+
+class Message(NamedTuple):
+    """What goes on the wire for a reading (one reading may give 0, 1 or 2 messages)."""
+
+    topic: str
+    payload: bytes
+    reading: Reading
+    fault: str | None = None
+    """The fault injected into this message, if any (``malformed:<reason>`` for malformed)."""
 
 
-def heatwave_setpoint(t: float, normal_c: float) -> tuple[float, float]:
-    """Setpoint of a heatwave sensor at ``t``, and the time at which it next changes."""
-    cycle_start = math.floor(t / HEATWAVE_CYCLE_S) * HEATWAVE_CYCLE_S
-    phase = t - cycle_start
-    if phase < HEATWAVE_HOT_FROM_S:
-        setpoint, change_at = normal_c, cycle_start + HEATWAVE_HOT_FROM_S
-    elif phase < HEATWAVE_HOT_UNTIL_S:
-        setpoint, change_at = HEATWAVE_SETPOINT_C, cycle_start + HEATWAVE_HOT_UNTIL_S
-    else:
-        setpoint, change_at = normal_c, cycle_start + HEATWAVE_CYCLE_S
-    # Float rounding may put a boundary at or before t; time must still move forward.
-    return setpoint, max(change_at, math.nextafter(t, math.inf))
+@dataclass(frozen=True, slots=True)
+class SensorId:
+    """Where a sensor sits in the fleet."""
+
+    site: str
+    device: str
+    kind: str
 
 
-class SensorModel:
-    """One temperature sensor: a lagged true temperature plus bias and gaussian noise."""
-
-    __slots__ = ("_rng", "_t", "_temp", "bias", "device", "heatwave", "setpoint", "site", "topic")
-
-    def __init__(self, *, site: str, device: str, topic: str, seed: int, heatwave: bool) -> None:
-        # Seeded per sensor, not per fleet: a sensor's series does not change with fleet size.
-        self._rng = random.Random(f"{seed}/{site}/{device}")
-        self.site = site
-        self.device = device
-        self.topic = topic
-        self.heatwave = heatwave
-        self.setpoint = self._rng.uniform(SETPOINT_MIN_C, SETPOINT_MAX_C)
-        self.bias = self._rng.gauss(0.0, BIAS_SIGMA_C)
-        self._temp = self.setpoint
-        self._t = 0.0
-
-    def setpoint_at(self, t: float) -> tuple[float, float]:
-        """Setpoint in force at ``t`` and the time at which it next changes."""
-        if self.heatwave:
-            return heatwave_setpoint(t, self.setpoint)
-        return self.setpoint, math.inf
-
-    def read(self, t: float) -> float:
-        """Advance the true temperature to ``t``; return one measurement (2 decimals)."""
-        now, temp = self._t, self._temp
-        # Exact solution of the lag for a piecewise-constant setpoint, split at each change,
-        # so the curve does not depend on the reading rate.
-        while now < t:
-            setpoint, change_at = self.setpoint_at(now)
-            until = min(t, change_at)
-            temp = setpoint + (temp - setpoint) * math.exp((now - until) / TAU_S)
-            now = until
-        self._t, self._temp = now, temp
-        return round(temp + self.bias + self._rng.gauss(0.0, NOISE_SIGMA_C), 2)
+def fleet_layout(sites: int, sensors: int, kinds: Sequence[str]) -> list[SensorId]:
+    """Every sensor of the fleet, in schedule order: by site, then kind, then number."""
+    return [
+        SensorId(f"plant-{s}", f"{KINDS[kind].prefix}-{d}", kind)
+        for s in range(1, sites + 1)
+        for kind in kinds
+        for d in range(1, sensors + 1)
+    ]
 
 
 class Fleet:
-    """All sensors, read in a fixed order at a fixed total rate.
+    """The sensors of this process, read in a fixed order at a fixed total rate.
 
-    Reading ``j`` (0-based, across the fleet) is due at ``j / total_rate`` seconds: sensors
+    Reading ``j`` (0-based, across this fleet) is due at ``j / total_rate`` seconds: sensors
     take turns, so each one reads at ``rate`` per second and the load is spread evenly.
     Due times are computed from the index, never accumulated, so the schedule cannot drift.
+    With ``shard=(i, n)`` the fleet holds every n-th sensor from the i-th: n processes with
+    one shard each publish the whole fleet, and each sensor's series is the same as alone.
     """
 
     def __init__(
@@ -113,10 +76,15 @@ class Fleet:
         *,
         sites: int = 1,
         sensors: int = 5,
+        kinds: Sequence[str] = ("temperature",),
         rate: float = 1.0,
         seed: int = 0,
-        scenario: Scenario = Scenario.NONE,
+        scenario: Scenario | None = None,
         topic_root: str = "sensors",
+        fmt: Format = Format.JSON,
+        faults: FaultRates | Mapping[str, float] | None = None,
+        epoch_ms: int = DEFAULT_EPOCH_MS,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if sites < 1 or sensors < 1:
             msg = f"need at least one site and one sensor, got sites={sites} sensors={sensors}"
@@ -124,40 +92,116 @@ class Fleet:
         if not rate > 0 or math.isinf(rate):
             msg = f"rate must be a positive finite number, got {rate}"
             raise ValueError(msg)
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown or not kinds:
+            msg = f"unknown kind {unknown[0] if unknown else ''!r}; known: {', '.join(KINDS)}"
+            raise ValueError(msg)
+        index, of = shard
+        if not 0 <= index < of:
+            msg = f"shard must be (i, n) with 0 <= i < n, got {shard}"
+            raise ValueError(msg)
+        self.timeline = Timeline(scenario)
+        whole = fleet_layout(sites, sensors, kinds)
+        layout = whole[index::of]
+        if not layout:
+            msg = f"shard {index} of {of} has no sensor: fewer sensors than processes"
+            raise ValueError(msg)
         self.sensors: tuple[SensorModel, ...] = tuple(
-            SensorModel(
-                site=site,
-                device=device,
-                topic=f"{topic_root}/{site}/{device}/temperature",
+            make_sensor(
+                KINDS[s.kind],
+                site=s.site,
+                device=s.device,
+                topic=f"{topic_root}/{s.site}/{s.device}/{s.kind}",
                 seed=seed,
-                heatwave=scenario is Scenario.HEATWAVE
-                and site == HEATWAVE_SITE
-                and device in HEATWAVE_DEVICES,
+                timeline=self.timeline,
             )
-            for site in (f"plant-{s}" for s in range(1, sites + 1))
-            for device in (f"t-{d}" for d in range(1, sensors + 1))
+            for s in layout
         )
+        self.rate = rate
         self.total_rate = rate * len(self.sensors)
+        # A shard keeps each sensor's due times from the whole fleet's schedule: sensor at
+        # position p of N reads at (m * N + p) / (rate * N), whoever publishes it.
+        self._sharded = of > 1
+        self._positions = list(range(index, len(whole), of))
+        self._whole = len(whole)
+        self._whole_rate = rate * len(whole)
+        self.encoder = Encoder(fmt, topic_root)
+        rates = faults if isinstance(faults, FaultRates) else FaultRates.of(faults or {})
+        self.injector = FaultInjector(rates, self.encoder, seed)
+        self.epoch_ms = epoch_ms
         self.taken = 0
+        self._spill: list[Message] = []
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """How many times each fault was injected so far."""
+        return dict(self.injector.counts)
+
+    def due(self, j: int) -> float:
+        """Seconds after start at which this fleet's reading ``j`` is due."""
+        if not self._sharded:
+            return j / self.total_rate
+        rounds, k = divmod(j, len(self.sensors))
+        return (rounds * self._whole + self._positions[k]) / self._whole_rate
 
     @property
     def next_due(self) -> float:
         """Seconds after start at which the next reading is due."""
-        return self.taken / self.total_rate
+        return self.due(self.taken)
 
-    def readings_before(self, end_s: float) -> int:
-        """How many readings in total are due strictly before ``end_s``."""
-        return max(0, math.ceil(end_s * self.total_rate - 1e-9))
+    def take(self, until: float, limit: int | None = None) -> list[Message]:
+        """Messages of the readings due at or before ``until`` seconds, at most ``limit``.
 
-    def take(self, until: float, limit: int | None = None) -> list[Reading]:
-        """The next readings due at or before ``until`` seconds, at most ``limit`` of them."""
-        out: list[Reading] = []
+        A silent sensor (scenario dropout, dropout fault) gives no message for its turn;
+        a duplicated or delayed reading may add one, so the count of messages and readings
+        differ when faults are on.
+        """
         sensors, n, rate = self.sensors, len(self.sensors), self.total_rate
+        encode, epoch_ms, injector = self.encoder.encode, self.epoch_ms, self.injector
+        cap = max(limit, 0) if limit is not None else math.inf
+        # Messages that did not fit the last call's limit (a duplicate, a delayed one) first.
+        out, self._spill = self._spill, []
         j = self.taken
-        stop = j + max(limit, 0) if limit is not None else None
-        while j != stop and (t := j / rate) <= until:
+        sharded, due = self._sharded, self.due
+        while len(out) < cap:
+            t = due(j) if sharded else j / rate
+            if t > until:
+                break
             sensor = sensors[j % n]
-            out.append(Reading(sensor.topic, sensor.site, sensor.device, t, sensor.read(t)))
             j += 1
+            if t >= sensor.cond_until:
+                sensor.refresh(t)
+            cond = sensor.cond
+            if cond.silent:
+                continue
+            value = sensor.measure(t) if cond.flap is None else sensor.read(t)
+            reading = Reading(sensor.topic, sensor.site, sensor.device, sensor.kind, t, value)
+            ts_ms = epoch_ms + round(t * 1000)
+            if injector.active or cond.faults:
+                injector.inject(sensor, reading, ts_ms, cond, out)
+            else:
+                out.append(Message(sensor.topic, encode(sensor, value, ts_ms), reading))
+        if len(out) > cap:
+            keep = int(cap)
+            out, self._spill = out[:keep], out[keep:]
         self.taken = j
         return out
+
+    def condition(self, sensor: SensorModel, t: float) -> Condition:
+        """The scenario's condition for ``sensor`` at ``t`` (for tests and notes)."""
+        segment, _ = self.timeline.segment(t)
+        if segment == 0:
+            return NORMAL
+        return self.timeline.condition(segment, sensor.site, sensor.device, sensor.kind)
+
+
+def readings_of(messages: Sequence[Message]) -> list[Reading]:
+    """The readings behind messages, once each (duplicates and faults folded)."""
+    seen: set[tuple[str, float]] = set()
+    out: list[Reading] = []
+    for m in messages:
+        key = (m.reading.topic, m.reading.t)
+        if key not in seen:
+            seen.add(key)
+            out.append(m.reading)
+    return out

@@ -1,14 +1,13 @@
-"""Pacing loop: takes due readings from the fleet and hands them to a sink on schedule."""
+"""Pacing loop: takes due messages from a source (a fleet, a trace) and hands them to a
+sink on schedule."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
-
-from simulators.fleet import Fleet
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 BATCH_MAX = 512
 """Readings published between two looks at the clock, the stop flag and the progress line."""
@@ -31,6 +30,30 @@ class StopFlag:
         if self.requested:
             self.forced = True
         self.requested = True
+
+
+class Outgoing(Protocol):
+    """One message to publish (`simulators.fleet.Message`, a replayed trace record)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+class Source(Protocol):
+    """What to publish when (`simulators.fleet.Fleet`, `simulators.trace.TraceSource`)."""
+
+    @property
+    def next_due(self) -> float: ...
+
+    @property
+    def fault_counts(self) -> dict[str, int]: ...
+
+    def due(self, j: int) -> float: ...
+
+    def take(self, until: float, limit: int | None = None) -> Sequence[Outgoing]: ...
 
 
 class Sink(Protocol):
@@ -78,26 +101,35 @@ class Summary:
     elapsed_s: float
     rate: float
     qos: int
+    faults: dict[str, int] = field(default_factory=dict)
+    """Faults injected, by kind (``malformed:<reason>`` counted apart as well)."""
+    processes: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` summary object."""
+        return {
+            "sent": self.sent,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate": round(self.rate, 1),
+            "qos": self.qos,
+            "faults": dict(sorted(self.faults.items())),
+            "processes": self.processes,
+        }
 
     def to_json(self) -> str:
-        """The ``--json`` summary object."""
-        return json.dumps(
-            {
-                "sent": self.sent,
-                "errors": self.errors,
-                "elapsed_s": round(self.elapsed_s, 3),
-                "rate": round(self.rate, 1),
-                "qos": self.qos,
-            }
-        )
+        """The ``--json`` summary, one line."""
+        return json.dumps(self.as_dict())
 
 
-def _epoch_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _publish(sink: Sink, batch: Sequence[Outgoing]) -> int:
+    for message in batch:
+        sink.publish(message.topic, message.payload)
+    return len(batch)
 
 
 def run(
-    fleet: Fleet,
+    fleet: Source,
     sink: Sink,
     *,
     stop: StopFlag,
@@ -108,7 +140,6 @@ def run(
     on_progress: Callable[[Progress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    epoch_ms: Callable[[], int] = _epoch_ms,
 ) -> Summary:
     """Publish readings on schedule until ``count`` messages, ``duration_s`` or a stop.
 
@@ -116,11 +147,10 @@ def run(
     time (from the fleet, relative to the start) has passed; if the sink falls behind, the
     backlog goes out as fast as ``room()`` allows and the schedule catches up, not shifts.
     """
-    limits = [count] if count > 0 else []
-    if duration_s > 0:
-        limits.append(fleet.readings_before(duration_s))
-    limit = min(limits) if limits else None
-    end_s = limit / fleet.total_rate if limit is not None else None
+    limit = count if count > 0 else None
+    end_s = duration_s if duration_s > 0 else None
+    if limit is not None and end_s is None:
+        end_s = fleet.due(limit - 1)  # for the progress line's "remaining" only
 
     # Everything below is in seconds since start, the same scale as the fleet's due times,
     # so "is anything due" and "how long to sleep" can never disagree through rounding.
@@ -150,6 +180,8 @@ def run(
 
     while not stop.requested and (limit is None or published < limit):
         elapsed = clock() - start
+        if duration_s > 0 and elapsed >= duration_s:
+            break  # wall-clock limit: a sink that cannot keep up does not stretch the run
         if elapsed >= report_at:
             report(elapsed)
             # On a grid from the start, not from now: the line keeps a steady beat.
@@ -163,10 +195,7 @@ def run(
             batch_max = min(batch_max, limit - published)
         batch = fleet.take(elapsed, batch_max)
         if batch:
-            ts_ms = epoch_ms()
-            for reading in batch:
-                sink.publish(reading.topic, reading.payload(ts_ms))
-            published += len(batch)
+            published += _publish(sink, batch)
             continue
         # Nothing due: sleep until the next due time, which is computed from the start,
         # so sleep overshoot never accumulates into drift.
@@ -189,4 +218,5 @@ def run(
         elapsed_s=elapsed,
         rate=sink.sent / elapsed if elapsed > 0 else 0.0,
         qos=sink.qos,
+        faults=fleet.fault_counts,
     )

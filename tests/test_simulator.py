@@ -1,4 +1,7 @@
-"""sensord-sim: the pure fleet model and scheduler, then the CLI against the real Mosquitto."""
+"""sensord-sim: the pure fleet model and scheduler, then the CLI against the real Mosquitto.
+
+Scenarios, faults and formats: test_simulator_scenarios.py and test_simulator_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +27,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from simulators.broker import BrokerUrl, BrokerUrlError, parse_broker_url
 from simulators.cli import main
-from simulators.fleet import Fleet, Reading, Scenario
-from simulators.publisher import BrokerUrl, BrokerUrlError, MqttPublisher, parse_broker_url
+from simulators.fleet import DEFAULT_EPOCH_MS, Fleet, Reading
 from simulators.runner import StopFlag, run
+from simulators.scenario import load_scenario
+from simulators.wire import WirePublisher
+
+HEATWAVE = load_scenario("heatwave")
 
 REPO = Path(__file__).resolve().parent.parent
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
@@ -35,8 +42,8 @@ BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
 
 def _series(fleet: Fleet, until: float) -> dict[str, list[Reading]]:
     by_topic: dict[str, list[Reading]] = defaultdict(list)
-    for reading in fleet.take(until):
-        by_topic[reading.topic].append(reading)
+    for message in fleet.take(until):
+        by_topic[message.topic].append(message.reading)
     return by_topic
 
 
@@ -45,18 +52,18 @@ def _series(fleet: Fleet, until: float) -> dict[str, list[Reading]]:
 
 def test_same_seed_gives_same_values_and_other_seed_differs() -> None:
     def values(seed: int) -> list[float]:
-        return [r.value for r in Fleet(sites=2, sensors=3, rate=5, seed=seed).take(20.0)]
+        return [m.reading.value for m in Fleet(sites=2, sensors=3, rate=5, seed=seed).take(20.0)]
 
     assert values(7) == values(7)
     assert values(7) != values(8)
 
 
 def test_values_do_not_depend_on_how_the_schedule_is_consumed() -> None:
-    whole = [r.value for r in Fleet(sensors=4, rate=10, scenario=Scenario.HEATWAVE).take(40.0)]
-    chunked_fleet = Fleet(sensors=4, rate=10, scenario=Scenario.HEATWAVE)
-    chunked: list[float] = []
+    whole = [m.payload for m in Fleet(sensors=4, rate=10, scenario=HEATWAVE).take(40.0)]
+    chunked_fleet = Fleet(sensors=4, rate=10, scenario=HEATWAVE)
+    chunked: list[bytes] = []
     while len(chunked) < len(whole):
-        chunked += [r.value for r in chunked_fleet.take(40.0, limit=7)]
+        chunked += [m.payload for m in chunked_fleet.take(40.0, limit=7)]
     assert chunked == whole
 
 
@@ -65,7 +72,7 @@ def test_sensors_are_near_their_setpoint_with_own_bias() -> None:
     assert len(series) == 10
     means = [sum(r.value for r in rs) / len(rs) for rs in series.values()]
     assert all(20.0 < m < 24.5 for m in means), means
-    assert len({round(m, 2) for m in means}) == len(means), "each sensor has its own offset"
+    assert len({round(m, 3) for m in means}) == len(means), "each sensor has its own offset"
 
 
 @pytest.mark.parametrize(
@@ -76,7 +83,7 @@ def test_schedule_is_computed_from_the_index(
     rate: float, sensors: int, until: float, expected: int
 ) -> None:
     fleet = Fleet(sensors=sensors, rate=rate)
-    readings = fleet.take(until)
+    readings = [m.reading for m in fleet.take(until)]
     assert len(readings) == expected
     total = rate * sensors
     assert [r.t for r in readings] == [j / total for j in range(expected)]
@@ -85,12 +92,13 @@ def test_schedule_is_computed_from_the_index(
 
 
 def test_payload_follows_the_readings_contract() -> None:
-    reading = Fleet(sites=1, sensors=1, topic_root="root").take(0.0)[0]
-    assert reading.topic == "root/plant-1/t-1/temperature"
-    body = json.loads(reading.payload(1_764_000_000_123))
-    assert body == {"value": reading.value, "ts": 1_764_000_000_123, "unit": "C"}
+    first, second = Fleet(sites=1, sensors=1, topic_root="root").take(1.0)
+    assert first.topic == "root/plant-1/t-1/temperature"
+    body = json.loads(first.payload)
+    assert body == {"value": first.reading.value, "ts": DEFAULT_EPOCH_MS, "unit": "C"}
     assert isinstance(body["value"], float)
     assert round(body["value"], 2) == body["value"]
+    assert json.loads(second.payload)["ts"] == DEFAULT_EPOCH_MS + 1000, "ts = start + due time"
 
 
 def _longest_run_above(readings: list[Reading], threshold: float) -> tuple[float, float]:
@@ -107,7 +115,7 @@ def _longest_run_above(readings: list[Reading], threshold: float) -> tuple[float
 
 
 def test_heatwave_drives_plant1_hot_then_back_each_cycle() -> None:
-    series = _series(Fleet(sites=2, sensors=5, rate=2, seed=1, scenario=Scenario.HEATWAVE), 125)
+    series = _series(Fleet(sites=2, sensors=5, rate=2, seed=1, scenario=HEATWAVE), 125)
     for device in ("t-1", "t-2"):
         readings = series[f"sensors/plant-1/{device}/temperature"]
         for cycle_start in (0.0, 60.0):
@@ -127,9 +135,9 @@ def test_heatwave_drives_plant1_hot_then_back_each_cycle() -> None:
 
 
 def test_heatwave_with_one_sensor_heats_only_t1() -> None:
-    fleet = Fleet(sites=1, sensors=1, rate=1, scenario=Scenario.HEATWAVE)
-    assert [s.device for s in fleet.sensors if s.heatwave] == ["t-1"]
-    assert max(r.value for r in fleet.take(20)) > 85
+    fleet = Fleet(sites=1, sensors=1, rate=1, scenario=HEATWAVE)
+    assert [s.device for s in fleet.sensors if fleet.condition(s, 10.0).setpoint] == ["t-1"]
+    assert max(m.reading.value for m in fleet.take(20)) > 85
 
 
 # --- pure: pacing ------------------------------------------------------------------------
@@ -212,6 +220,7 @@ def test_runner_stops_at_count_and_on_request() -> None:
         ("mqtt://broker", BrokerUrl("broker", 1883)),
         ("mqtt://u%40x:p%3Aw@h:1884", BrokerUrl("h", 1884, "u@x", "p:w")),
         ("mqtt://user@h:1", BrokerUrl("h", 1, "user", None)),
+        ("mqtts://h", BrokerUrl("h", 8883, tls=True)),
     ],
 )
 def test_broker_url_parses(url: str, expected: BrokerUrl) -> None:
@@ -226,7 +235,6 @@ def test_broker_url_never_shows_the_password() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mqtts://h:8883", "not supported yet"),
         ("http://h", "scheme"),
         ("mqtt://h:99999", "invalid MQTT URL"),
         ("mqtt://:1883", "no host"),
@@ -239,11 +247,20 @@ def test_broker_url_rejects(url: str, message: str) -> None:
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--mqtt", "mqtts://h:8883"], ["--rate", "0"], ["--topic-root", "a/+/b"]):
+    for argv in (
+        ["--mqtt", "http://h:8883"],
+        ["--rate", "0"],
+        ["--topic-root", "a/+/b"],
+        ["--rate", "1", "--total-rate", "5"],
+        ["--sensors", "1", "--processes", "2"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
-    assert "not supported yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "scheme must be mqtt:// or mqtts://" in err
+    assert "not allowed with argument --rate" in err
+    assert "more than the 1 sensors" in err
 
 
 # --- real broker ------------------------------------------------------------------------
@@ -252,10 +269,12 @@ def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 class _Collector:
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.arrivals: list[float] = []
         self._cond = threading.Condition()
 
     def on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
+            self.arrivals.append(time.monotonic())
             self.messages.append((msg.topic, bytes(msg.payload)))
             self._cond.notify_all()
 
@@ -322,7 +341,7 @@ def test_every_message_arrives_with_a_valid_payload(
         done = subprocess.run(
             _sim_argv(
                 *("--topic-root", topic_root, "--sites", str(sites), "--sensors", str(sensors)),
-                *("--rate", "300", "--count", str(count), "--seed", str(seed)),
+                *("--rate", "150", "--count", str(count), "--seed", str(seed)),
                 *("--qos", str(qos), "--client-id", f"simtest-pub-{uuid.uuid4()}", "--json"),
                 *extra,
             ),
@@ -360,13 +379,13 @@ def test_every_message_arrives_with_a_valid_payload(
     }
     # Per topic, in order, the very series the pure model gives for this seed.
     expected = _series(
-        Fleet(sites=sites, sensors=sensors, rate=300, seed=seed, topic_root=topic_root),
-        until=(count - 1) / (300 * sites * sensors),
+        Fleet(sites=sites, sensors=sensors, rate=150, seed=seed, topic_root=topic_root),
+        until=(count - 1) / (150 * sites * sensors),
     )
     assert by_topic == {topic: [r.value for r in rs] for topic, rs in expected.items()}
 
 
-class _PeakRecordingPublisher(MqttPublisher):
+class _PeakRecordingPublisher(WirePublisher):
     peak = 0
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -382,10 +401,11 @@ def test_publisher_bounds_unacknowledged_qos1_publishes(topic_root: str) -> None
     publisher = _PeakRecordingPublisher(
         url, client_id=f"simtest-pub-{uuid.uuid4()}", qos=1, max_inflight=bound
     )
-    with _subscribed(topic_root, 1) as collector, publisher:
+    # No subscriber: at this speed the stock broker's 1000-message queue per subscriber would
+    # drop messages (FACTS.md); sent counts PUBACKs, which is what the bound is about.
+    with publisher:
         publisher.connect(timeout=5)
         summary = run(fleet, publisher, stop=StopFlag(), count=count)
-        assert collector.wait_for(count, timeout=10) == count
     assert (summary.sent, summary.errors) == (count, 0)
     assert publisher.peak == bound
 

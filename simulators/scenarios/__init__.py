@@ -1,0 +1,1 @@
+"""Scenario timelines shipped with ``sensord-sim`` (``--scenario NAME``)."""
