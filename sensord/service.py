@@ -11,13 +11,13 @@ from typing import Any, Literal, TextIO
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sensord.alerts import build_event
-from sensord.amqp import declare_topology, make_broker
+from sensord.amqp import declare_topology_once, make_broker
 from sensord.bridge import MqttBridge
-from sensord.config import ConsoleChannelSettings, Settings
+from sensord.config import Settings
 from sensord.events import Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
-from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
+from sensord.notify import NotificationChannel, Notifier, make_channel
 from sensord.publish import AlertPublisher
 from sensord.rules import AlertTransition, Rule, RuleEngine
 
@@ -49,15 +49,14 @@ class Service:
         self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
+        self.notifier: Notifier | None = None
         if self.notifying:
-            for ch_settings in settings.channels:
-                channel: NotificationChannel = (
-                    ConsoleChannel(ch_settings, console)
-                    if isinstance(ch_settings, ConsoleChannelSettings)
-                    else make_channel(ch_settings, external_url)
-                )
-                self.channels.append(channel)
-                register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
+            self.channels = [
+                make_channel(ch, settings, external_url, console) for ch in settings.channels
+            ]
+            self.notifier = Notifier(
+                settings.amqp, list(settings.channels), self.channels, self.metrics
+            )
         self.http = HttpServer(settings.http, self.metrics, self.readiness)
         self.amqp_up = asyncio.Event()
 
@@ -96,7 +95,9 @@ class Service:
     async def _connect_amqp(self) -> None:
         # With fail_fast=False, start() returns only once RabbitMQ is reachable (FACTS.md).
         await self.broker.start()
-        await declare_topology(self.broker, self.settings.amqp, list(self.settings.channels))
+        await declare_topology_once(self.settings.amqp, list(self.settings.channels))
+        if self.notifier is not None:
+            await self.notifier.start()
         self.amqp_up.set()
         self.metrics.amqp_connected.set(1)
         self.publisher.ready.set()
@@ -110,6 +111,9 @@ class Service:
                 await channel.start()
                 stack.push_async_callback(channel.close)
             stack.push_async_callback(self.broker.stop)
+            if self.notifier is not None:
+                # before the channels close: in-flight notifications finish first
+                stack.push_async_callback(self.notifier.stop)
             scheduler = AsyncIOScheduler()
             if self.edge:
                 scheduler.add_job(

@@ -26,6 +26,9 @@ import paho.mqtt.client as mqtt
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sensord.amqp import channel_queues
+from sensord.config import AmqpSettings, load_settings
+
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -233,11 +236,12 @@ class SensordProcess:
         for ch in self.channels:
             lines.append("[[channels]]")
             for key, value in ch.items():
-                if key != "retry":
+                if not isinstance(value, dict):
                     lines.append(f"{key} = {json.dumps(value)}")
-            if "retry" in ch:
-                lines.append("[channels.retry]")
-                lines.extend(f"{k} = {json.dumps(v)}" for k, v in ch["retry"].items())
+            for key, value in ch.items():  # retry, match, rate_limit, headers: subtables
+                if isinstance(value, dict):
+                    lines.append(f"[channels.{key}]")
+                    lines.extend(f"{k} = {json.dumps(v)}" for k, v in value.items())
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:
@@ -330,6 +334,13 @@ class SensordProcess:
             names += [
                 f"{self.prefix}.notify.{ch['name']}",
                 f"{self.prefix}.notify.{ch['name']}.dead",
+            ]
+        if self.config_path.exists():  # the retry tiers, named from the config's delays
+            names += [
+                spec.name
+                for ch in load_settings(self.config_path, {}).channels
+                for spec in channel_queues(AmqpSettings(prefix=self.prefix), ch)
+                if spec.name not in names
             ]
         return names
 
