@@ -82,6 +82,13 @@ class EmailChannel:
                 start_tls=s.security == "starttls",  # "none": never STARTTLS
                 timeout=s.timeout,
             )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            raise NotifyError(
+                f"SMTP {s.host}:{s.port} refused the recipients: "
+                + "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients),
+                retryable=any(code < 500 for code in codes),
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             # 4xx is the server's "try again later", 5xx is final
             raise NotifyError(
