@@ -32,6 +32,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 pytest: venv services
+	@bash scripts/ensure-test-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

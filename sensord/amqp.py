@@ -10,13 +10,15 @@ from __future__ import annotations
 import fnmatch
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
-from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange
 
 from sensord.config import AmqpSettings, ChannelSettings
+
+if TYPE_CHECKING:
+    from faststream.rabbit import RabbitBroker, RabbitExchange
 
 log = logging.getLogger("sensord.amqp")
 
@@ -24,6 +26,9 @@ _GLOB_CHARS = frozenset("*?[]#")
 
 
 def make_broker(settings: AmqpSettings) -> RabbitBroker:
+    # imported here: `sensord dlq` needs the topology, not FastStream (~1 s to import)
+    from faststream.rabbit import Channel, RabbitBroker  # noqa: PLC0415
+
     return RabbitBroker(
         settings.url.get_secret_value(),
         # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md).
@@ -39,6 +44,8 @@ def make_broker(settings: AmqpSettings) -> RabbitBroker:
 
 
 def alerts_exchange(settings: AmqpSettings) -> RabbitExchange:
+    from faststream.rabbit import ExchangeType, RabbitExchange  # noqa: PLC0415
+
     return RabbitExchange(settings.exchange, type=ExchangeType.TOPIC, durable=True)
 
 

@@ -15,8 +15,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from sensord.amqp import declare_topology
 from sensord.config import AmqpSettings, ChannelSettings
 from sensord.errors import SensordError
-from sensord.notify.consumer import (
+from sensord.notify.headers import (
     ATTEMPTS_HEADER,
+    BROKER_HEADERS,
     CHANNEL_HEADER,
     DEAD_AT_HEADER,
     ERROR_HEADER,
@@ -25,7 +26,7 @@ from sensord.notify.consumer import (
 )
 
 # Headers that belong to a failed delivery; a replayed message starts clean.
-_DROP_ON_REPLAY = (ATTEMPTS_HEADER, ERROR_HEADER, CHANNEL_HEADER, DEAD_AT_HEADER, "x-death")
+_DROP_ON_REPLAY = (ATTEMPTS_HEADER, ERROR_HEADER, CHANNEL_HEADER, DEAD_AT_HEADER, *BROKER_HEADERS)
 
 
 class DlqError(SensordError):

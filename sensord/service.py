@@ -17,7 +17,9 @@ from sensord.config import Settings
 from sensord.events import Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
-from sensord.notify import NotificationChannel, Notifier, make_channel
+from sensord.notify.base import NotificationChannel
+from sensord.notify.channels import make_channel
+from sensord.notify.consumer import Notifier
 from sensord.publish import AlertPublisher
 from sensord.rules import AlertTransition, Rule, RuleEngine
 

@@ -40,24 +40,18 @@ from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.metrics import Metrics
 from sensord.notify.base import NotificationChannel
+from sensord.notify.headers import (
+    ATTEMPTS_HEADER,
+    BROKER_HEADERS,
+    CHANNEL_HEADER,
+    DEAD_AT_HEADER,
+    ERROR_HEADER,
+    header_int,
+)
 from sensord.notify.render import rfc3339
 
 log = logging.getLogger("sensord.notify")
 
-ATTEMPTS_HEADER = "x-sensord-attempts"
-ERROR_HEADER = "x-sensord-error"
-CHANNEL_HEADER = "x-sensord-channel"
-DEAD_AT_HEADER = "x-sensord-dead-at"
-# headers RabbitMQ adds on dead-lettering; attempts are counted from our own header
-_BROKER_HEADERS = (
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-)
 DLQ_POLL_INTERVAL = 15.0
 
 
@@ -77,21 +71,6 @@ class TokenBucket:
             self._tokens -= 1.0
             return 0.0
         return (1.0 - self._tokens) / self.rate
-
-
-def header_int(headers: dict[str, Any], name: str) -> int:
-    value = headers.get(name, 0)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def header_str(headers: dict[str, Any], name: str) -> str:
-    value = headers.get(name)
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return "" if value is None else str(value)
 
 
 class ChannelConsumer:
@@ -247,7 +226,7 @@ class ChannelConsumer:
     ) -> None:
         """Publish a copy, wait for RabbitMQ's confirm, only then ack the original."""
         assert self._amqp_channel is not None
-        for key in _BROKER_HEADERS:
+        for key in BROKER_HEADERS:
             headers.pop(key, None)
         headers[ATTEMPTS_HEADER] = attempts
         headers[CHANNEL_HEADER] = self.settings.name
