@@ -98,6 +98,12 @@ class ChannelConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.dead_lettered = asyncio.Event()  # the DLQ poller refreshes the depth on it
+        # labelled children looked up once: labels() costs a lock and a dict per call
+        self._outcomes = {
+            outcome: metrics.notifications.labels(settings.name, outcome)
+            for outcome in ("sent", "retried", "dead", "skipped", "throttled")
+        }
+        self._seconds = metrics.notification_seconds.labels(settings.name)
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         ch = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -130,7 +136,7 @@ class ChannelConsumer:
                 self._idle.set()
 
     def _count(self, outcome: str) -> None:
-        self._metrics.notifications.labels(self.settings.name, outcome).inc()
+        self._outcomes[outcome].inc()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         name = self.settings.name
