@@ -372,6 +372,7 @@ class EmailChannelSettings(_ChannelBase):
     host: str = "127.0.0.1"
     port: int = Field(default=25, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "none"
+    ca_file: Path | None = None  # CA bundle to verify the server with (default: system CAs)
     username: str | None = None
     password_file: Path | None = None
     sender: str

@@ -6,6 +6,9 @@ import asyncio
 import email
 import email.policy
 import os
+import shutil
+import ssl
+import subprocess
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -124,6 +127,79 @@ async def test_email_groups_alerts_into_one_mail_with_subject_and_body(
     assert metrics['sensord_notifications_total{channel="mail",outcome="sent"}'] == 2
     # 550 for the recipient is permanent: no retry
     assert metrics.get('sensord_notifications_total{channel="bad",outcome="retried"}', 0) == 0
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (it is its own CA) and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (Debian package openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_email_over_starttls_and_implicit_tls_with_auth(
+    sensord: SensordProcess, tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    starttls_box, tls_box = Mailbox(), Mailbox()
+    starttls_port, tls_port = free_port(), free_port()
+    # STARTTLS is required before MAIL, and AUTH only over TLS (aiosmtpd's default)
+    starttls = Controller(
+        starttls_box,
+        hostname="127.0.0.1",
+        port=starttls_port,
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=_authenticate,
+    )
+    implicit = Controller(
+        tls_box,
+        hostname="127.0.0.1",
+        port=tls_port,
+        ssl_context=server_tls,
+        authenticator=_authenticate,
+        auth_require_tls=False,  # aiosmtpd only counts STARTTLS as TLS; this is TLS throughout
+    )
+    starttls.start()
+    implicit.start()
+    try:
+        (tmp_path / "smtp.pw").write_text("pw-from-file\n")
+        sensord.role = "notify"
+        base = {
+            "type": "email",
+            "username": "sensord",
+            "password_file": "smtp.pw",
+            "ca_file": str(cert),
+            "sender": "sensord@plant.example",
+            "to": ["ops@plant.example"],
+        }
+        sensord.channels = [
+            {**base, "name": "starttls", "port": starttls_port, "security": "starttls"},
+            {**base, "name": "tls", "port": tls_port, "security": "tls"},
+        ]
+        async with running(sensord):
+            await publish_events(sensord.prefix, [make_event(site="plant-3", device="t-9")])
+            await wait_for(lambda: starttls_box.mails and tls_box.mails)
+            assert await sensord.stop() == 0
+    finally:
+        starttls.stop()
+        implicit.stop()
+    for box in (starttls_box, tls_box):
+        (mail,) = box.mails
+        assert mail["Subject"] == "[FIRING] critical-temperature on plant-3/t-9"
+        assert "sensor: plant-3/t-9 (temperature)" in mail.get_content()
 
 
 @pytest.mark.skipif(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aio_pika
 import pytest
 
 from tests.support import (
+    AMQP_URL,
     SensordProcess,
     WebhookSink,
     make_event,
@@ -165,3 +167,45 @@ async def test_rate_limit_delays_over_the_limit_and_drops_nothing(
     assert sent(metrics, "dead") == 0
     # 2 at once (burst), then 10/s: the 8th no sooner than ~0.6 s after the first
     assert webhook.times[-1] - webhook.times[0] >= 0.5
+
+
+async def test_queues_declared_by_sensord_0_1_are_reused_and_bad_bodies_dead_lettered(
+    sensord: SensordProcess, webhook: WebhookSink
+) -> None:
+    """An install upgraded from 0.1 keeps its queues: same arguments, no PRECONDITION_FAILED."""
+    work = f"{sensord.prefix}.notify.hook"
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        ch = await conn.channel()
+        await ch.declare_queue(f"{work}.dead", durable=True, arguments={"x-queue-type": "quorum"})
+        await ch.declare_queue(
+            work,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": f"{work}.dead",
+            },
+        )
+        # a message the 0.1 consumer rejected, dead-lettered by RabbitMQ
+        await ch.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=work)
+        got = await (await ch.get_queue(work)).get(no_ack=False)
+        assert got is not None
+        await got.reject()
+    sensord.role = "notify"
+    sensord.channels = [hook(webhook, max_attempts=2, delay="100ms")]
+    async with running(sensord):
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            ch = await conn.channel()
+            exchange = await ch.get_exchange(f"{sensord.prefix}.alerts")
+            await exchange.publish(aio_pika.Message(b"not json"), routing_key="critical.a.b")
+        await publish_events(sensord.prefix, [make_event()])
+        await wait_for(lambda: webhook.bodies)
+        await sensord.wait_metric('sensord_notifications_total{channel="hook",outcome="dead"}', 1)
+        listing = run_cli("dlq", "list", "-c", str(sensord.config_path))
+        assert await sensord.stop() == 0
+    assert listing.returncode == 0, listing.stderr
+    assert "rejected (dead-lettered by RabbitMQ)" in listing.stdout  # the 0.1 dead letter
+    assert "not an alert event" in listing.stdout
+    assert "2 dead letter(s)" in listing.stdout

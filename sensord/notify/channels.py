@@ -42,7 +42,8 @@ def make_channel(
         return MqttChannel(ch, password)
     if isinstance(ch, EmailChannelSettings):
         password = settings.resolve(ch.password_file) if ch.password_file else None
-        return EmailChannel(ch, password)
+        ca_file = settings.resolve(ch.ca_file) if ch.ca_file else None
+        return EmailChannel(ch, password, ca_file)
     if isinstance(ch, AlertmanagerChannelSettings):
         return AlertmanagerChannel(ch)
     raise AssertionError(f"unknown channel type {ch!r}")  # the union is exhaustive

@@ -30,10 +30,16 @@ def build_message(settings: EmailChannelSettings, events: list[AlertEvent]) -> E
 
 
 class EmailChannel:
-    def __init__(self, settings: EmailChannelSettings, password_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: EmailChannelSettings,
+        password_file: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         self.name = settings.name
         self._s = settings
         self._password_file = password_file
+        self._ca_file = ca_file
         self._password: str | None = None
         self._batch: list[tuple[AlertEvent, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -80,6 +86,7 @@ class EmailChannel:
                 password=self._password,
                 use_tls=s.security == "tls",
                 start_tls=s.security == "starttls",  # "none": never STARTTLS
+                cert_bundle=str(self._ca_file) if self._ca_file else None,
                 timeout=s.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
