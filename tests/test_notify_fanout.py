@@ -19,6 +19,7 @@ from tests.support import (
     WebhookSink,
     make_event,
     publish_events,
+    queue_depth,
     running,
     uid,
     wait_for,
@@ -173,6 +174,8 @@ async def test_competing_notify_processes_deliver_each_alert_exactly_once(
             )
         for proc in procs:
             assert await proc.stop() == 0
+        # every delivery was acknowledged (in batches): nothing went back to the queue
+        assert await queue_depth(f"{procs[0].prefix}.notify.hook") == 0
     delivered = Counter(b["alerts"][0]["fingerprint"] for b in webhook.bodies)
     assert len(webhook.bodies) == 1000
     assert set(delivered) == {e["fingerprint"] for e in events}
