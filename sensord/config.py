@@ -423,6 +423,8 @@ ChannelSettings = Annotated[
     Field(discriminator="type"),
 ]
 CHANNEL_TYPES = ("console", "file", "webhook", "slack", "mqtt", "email", "alertmanager")
+# channel keys naming files that must exist when the config is loaded (secrets, CA bundle)
+CHANNEL_FILE_KEYS = ("hmac_secret_file", "password_file", "ca_file")
 
 
 class Settings(_Section):
@@ -612,4 +614,18 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
                 [Problem(str(path), line, f"mqtt.password_file: cannot read {pw_path}")]
             )
         mqtt = mqtt.model_copy(update={"password_file": pw_path})
+    problems = []
+    for index, channel in enumerate(settings.channels):
+        for key in CHANNEL_FILE_KEYS:
+            value = getattr(channel, key, None)
+            if value is None:
+                continue
+            file = value if value.is_absolute() else base_dir / value
+            if not file.is_file():
+                line = toml_key_line(text, ("channels", index, key))
+                problems.append(
+                    Problem(str(path), line, f"channels[{index}].{key}: cannot read {file}")
+                )
+    if problems:
+        raise ConfigError(problems)
     return settings.model_copy(update={"base_dir": base_dir, "mqtt": mqtt})

@@ -213,3 +213,26 @@ def test_email_subject_counts_the_batch() -> None:
     assert msg["Subject"] == "[FIRING] critical-temperature on plant-1/t-0 (+2 more)"
     assert msg["To"] == "c@d, e@f"
     assert msg.get_content().count("FIRING critical critical-temperature") == 3
+
+
+def test_missing_secret_files_are_named_with_their_line(tmp_path: Path) -> None:
+    (tmp_path / "present.secret").write_text("k")
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[[channels]]\n"  # 1
+        'name = "w"\n'
+        'type = "webhook"\n'
+        'url = "http://127.0.0.1:1/"\n'
+        'hmac_secret_file = "present.secret"\n'  # 5: exists, relative to the config
+        "[[channels]]\n"
+        'name = "e"\n'
+        'type = "email"\n'
+        'sender = "a@b"\n'
+        'to = ["c@d"]\n'
+        'password_file = "missing.pw"\n'  # 11
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+    (problem,) = info.value.problems
+    assert problem.line == 11
+    assert problem.message == f"channels[1].password_file: cannot read {tmp_path / 'missing.pw'}"
