@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,9 +35,12 @@ class MqttChannel:
         self.name = settings.name
         self._s = settings
         self._password_file = password_file
+        # unique by default: two notify processes with one client id would keep
+        # disconnecting each other (MQTT session takeover)
+        default_id = f"sensord-notify-{settings.name}-{uuid.uuid4().hex[:8]}"
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id or f"sensord-notify-{settings.name}",
+            client_id=settings.client_id or default_id,
             clean_session=True,
         )
 
