@@ -128,19 +128,21 @@ def channel_queues(settings: AmqpSettings, channel: ChannelSettings) -> list[Que
     """Every queue of one channel, with the exact declaration arguments."""
     work = settings.notify_queue(channel.name)
     dead = settings.dead_queue(channel.name)
+    # The arguments of the first release: changing them is PRECONDITION_FAILED for
+    # existing installs. sensord itself publishes to dead/retry queues explicitly.
+    work_args: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead,
+    }
+    if channel.type == "alertmanager":
+        # The re-send state lives in the consuming process: with competing consumers a
+        # process that missed the resolution would keep re-sending the alert as firing.
+        # (A type new in 0.2: no existing queue has other arguments.)
+        work_args["x-single-active-consumer"] = True
     specs = [
         QueueSpec(dead, {"x-queue-type": "quorum"}),
-        # The arguments of the first release: changing them is PRECONDITION_FAILED for
-        # existing installs. sensord itself publishes to dead/retry queues explicitly.
-        QueueSpec(
-            work,
-            {
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": dead,
-            },
-            binding_keys(channel),
-        ),
+        QueueSpec(work, work_args, binding_keys(channel)),
     ]
     for delay in retry_delays(channel):
         specs.append(

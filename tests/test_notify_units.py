@@ -236,3 +236,12 @@ def test_missing_secret_files_are_named_with_their_line(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert problem.line == 11
     assert problem.message == f"channels[1].password_file: cannot read {tmp_path / 'missing.pw'}"
+
+
+def test_alertmanager_channel_queue_has_a_single_active_consumer() -> None:
+    settings = Settings.model_validate(
+        {"channels": [{"name": "am", "type": "alertmanager", "url": "http://127.0.0.1:9093"}]}
+    )
+    specs = {s.name: s for s in channel_queues(AmqpSettings(prefix="p"), settings.channels[0])}
+    assert specs["p.notify.am"].arguments["x-single-active-consumer"] is True
+    assert "x-single-active-consumer" not in channel_queues(AmqpSettings(), channel())[1].arguments
