@@ -493,6 +493,11 @@ class MqttRecorder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # the network thread may stop before it closed the socket: an unclosed socket is
+        # a ResourceWarning (an error here) whenever the garbage collector finds it
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
 
 
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"

@@ -55,6 +55,7 @@ log = logging.getLogger("sensord.notify")
 DLQ_POLL_INTERVAL = 15.0
 # settled messages are acknowledged together at most this long after the first of them
 ACK_BATCH_WINDOW = 0.005
+STOP_STEP_TIMEOUT = 2.0  # seconds for each broker round trip while stopping
 
 
 class TokenBucket:
@@ -184,11 +185,14 @@ class ChannelConsumer:
     async def stop(self, grace: float) -> None:
         """Stop taking messages, let those in hand finish for up to `grace` seconds."""
         if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):  # the connection may already be gone
-                await self._queue.cancel(self._tag)
+            # the connection may be gone or stuck: never wait on it for long
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._queue.cancel(self._tag), STOP_STEP_TIMEOUT)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
-        await self._acks.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._acks.drain(), STOP_STEP_TIMEOUT)
+        log.debug("channel %s: consumer stopped", self.settings.name)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1
@@ -378,12 +382,13 @@ class Notifier:
     async def stop(self, grace: float = 10.0) -> None:
         if self._poller is not None:
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._poller, STOP_STEP_TIMEOUT)
         await asyncio.gather(*(c.stop(grace) for c in self.consumers))
         if self._connection is not None:
             with contextlib.suppress(Exception):
-                await self._connection.close()
+                await asyncio.wait_for(self._connection.close(), STOP_STEP_TIMEOUT)
+        log.debug("notify: stopped")
 
     async def dlq_depths(self) -> dict[str, int]:
         assert self._connection is not None
