@@ -66,6 +66,7 @@ async def test_one_alert_reaches_each_matching_channel_once(  # noqa: PLR0915 - 
             "name": "slack",
             "type": "slack",
             "url": slack.url,
+            "send_resolved": False,
             "template": "{STATUS} {rule} {site}/{device} value={value:.1f}",
         },
     ]
@@ -98,7 +99,9 @@ async def test_one_alert_reaches_each_matching_channel_once(  # noqa: PLR0915 - 
             later_messages = list(later.messages)
             later.close()
             await wait_for(lambda: len(hook.bodies) == 3)
-            metrics = await sensord.metrics()
+            metrics = await sensord.wait_metric(
+                'sensord_notifications_total{channel="slack",outcome="skipped"}', 1
+            )
             assert await sensord.stop() == 0
     finally:
         recorder.close()
@@ -136,8 +139,12 @@ async def test_one_alert_reaches_each_matching_channel_once(  # noqa: PLR0915 - 
         "plant-1",
     ]
     assert metrics['sensord_notifications_total{channel="plants",outcome="skipped"}'] == 1
-    # slack: readable text from the template
+    # slack: readable text from the template; the resolution skipped (send_resolved = false)
     assert slack.bodies[0] == {"text": "FIRING critical-temperature plant-1/t-7 value=81.2"}
+    assert [b["text"].split()[1:3] for b in slack.bodies] == [
+        ["critical-temperature", "plant-1/t-7"],
+        ["critical-temperature", "depot-2/t-1"],
+    ]
     for channel in ("hook", "file", "mqtt"):
         assert metrics[f'sensord_notifications_total{{channel="{channel}",outcome="sent"}}'] == 3
 
