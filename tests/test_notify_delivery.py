@@ -11,10 +11,12 @@ import pytest
 from tests.support import (
     AMQP_URL,
     SensordProcess,
+    TcpProxy,
     WebhookSink,
     make_event,
     peek_queue,
     publish_events,
+    queue_depth,
     run_cli,
     running,
     wait_for,
@@ -209,3 +211,34 @@ async def test_queues_declared_by_sensord_0_1_are_reused_and_bad_bodies_dead_let
     assert "rejected (dead-lettered by RabbitMQ)" in listing.stdout  # the 0.1 dead letter
     assert "not an alert event" in listing.stdout
     assert "2 dead letter(s)" in listing.stdout
+
+
+async def test_notify_consumer_resumes_after_its_rabbitmq_connection_is_cut(
+    sensord: SensordProcess, webhook: WebhookSink
+) -> None:
+    proxy = TcpProxy(5672)
+    await proxy.up()
+    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    sensord.role = "notify"
+    sensord.channels = [hook(webhook, max_attempts=2, delay="100ms")]
+    before = [make_event(device=f"b-{i}") for i in range(20)]
+    during = [make_event(device=f"d-{i}") for i in range(20)]
+    async with running(sensord):
+        await publish_events(sensord.prefix, before)
+        await wait_for(lambda: len(webhook.bodies) == 20)
+        # let the acks go out first: a cut between a send and its ack means a redelivery
+        # (at least once, docs/channels.md), which would make this count ambiguous
+        await asyncio.sleep(0.5)
+        await proxy.down()
+        await publish_events(sensord.prefix, during)  # straight to RabbitMQ: they wait
+        await asyncio.sleep(1.0)
+        assert len(webhook.bodies) == 20
+        await proxy.up()
+        await wait_for(lambda: len(webhook.bodies) >= 40, timeout=30)
+        await asyncio.sleep(0.5)
+        assert await sensord.stop() == 0
+        # acknowledged on the new AMQP channel too: nothing left to redeliver
+        assert await queue_depth(f"{sensord.prefix}.notify.hook") == 0
+    await proxy.down()
+    devices = sorted(b["alerts"][0]["labels"]["device"] for b in webhook.bodies)
+    assert devices == sorted(e["labels"]["device"] for e in before + during)
