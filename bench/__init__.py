@@ -1,1 +1,1 @@
-"""sensord benchmarks: `python -m bench` prints one JSON object (README.md in this folder)."""
+"""sensord benchmarks: each prints one JSON object on stdout (see bench/README.md)."""

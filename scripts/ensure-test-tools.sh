@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Tools some tests need beyond the brokers. Installed with apt-get when missing and running
-# as root; otherwise the tests that need them are skipped with a reason naming the tool.
+# Tools some tests run as real processes, beyond the brokers (ensure-services.sh):
+# promtool (Debian prometheus) checks docs/prometheus rules, systemd-analyze checks the unit,
+# Prometheus Alertmanager for the alertmanager channel, openssl for TLS test certificates.
+# Installed with apt-get when missing and running as root; otherwise the tests that need
+# them are skipped, naming the missing binary.
 set -euo pipefail
+
+say() { printf 'test tools: %s\n' "$*" >&2; }
+
 missing=()
-command -v promtool >/dev/null || missing+=(prometheus)          # promtool check rules
-command -v systemd-analyze >/dev/null || missing+=(systemd)      # unit security/verify
-if ((${#missing[@]})); then
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+[[ -x /usr/bin/prometheus-alertmanager ]] || missing+=(prometheus-alertmanager)
+command -v openssl >/dev/null || missing+=(openssl)
+if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "test-tools: installing ${missing[*]}" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >/dev/null
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        say "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        # without systemd as PID 1 (CI) the packages' own services are not started;
+        # the tests start their own processes on free ports anyway
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
     else
-        echo "test-tools: missing ${missing[*]}: the tests that need them will be skipped" >&2
+        say "missing ${missing[*]} (Debian: sudo apt-get install ${missing[*]}):" \
+            "the tests that need them will be skipped"
     fi
 fi

@@ -1,28 +1,34 @@
-"""RabbitMQ side: the FastStream broker and the topology every role relies on.
+"""RabbitMQ side: the FastStream broker (edge publishing) and the topology every role relies on.
 
 Names derive from `[amqp] prefix` (contract, ARCHITECTURE.md "AMQP names"). Declarations
-are idempotent, so edge and notify processes can each declare what they use.
+are idempotent and go through aio-pika, so the edge role, the notify role and the `dlq`
+commands declare exactly the same arguments (a difference is PRECONDITION_FAILED).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from faststream.rabbit import (
-    Channel,
-    ExchangeType,
-    QueueType,
-    RabbitBroker,
-    RabbitExchange,
-    RabbitQueue,
-)
+import aio_pika
+from aio_pika.abc import AbstractChannel
 
 from sensord.config import AmqpSettings, ChannelSettings
 
+if TYPE_CHECKING:
+    from faststream.rabbit import RabbitBroker, RabbitExchange
+
 log = logging.getLogger("sensord.amqp")
+
+_GLOB_CHARS = frozenset("*?[]#")
 
 
 def make_broker(settings: AmqpSettings) -> RabbitBroker:
+    # imported here: `sensord dlq` needs the topology, not FastStream (~1 s to import)
+    from faststream.rabbit import Channel, RabbitBroker  # noqa: PLC0415
+
     return RabbitBroker(
         settings.url.get_secret_value(),
         # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md).
@@ -38,38 +44,136 @@ def make_broker(settings: AmqpSettings) -> RabbitBroker:
 
 
 def alerts_exchange(settings: AmqpSettings) -> RabbitExchange:
+    from faststream.rabbit import ExchangeType, RabbitExchange  # noqa: PLC0415
+
     return RabbitExchange(settings.exchange, type=ExchangeType.TOPIC, durable=True)
 
 
-def notify_queue(settings: AmqpSettings, channel: ChannelSettings) -> RabbitQueue:
-    return RabbitQueue(
-        settings.notify_queue(channel.name),
-        queue_type=QueueType.QUORUM,
-        durable=True,
-        arguments={
-            # a message the channel gives up on is dead-lettered, never dropped
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": settings.dead_queue(channel.name),
-        },
-    )
+def format_delay(seconds: float) -> str:
+    """Queue-name form of a delay: `200ms`, `5s`, `300s`."""
+    ms = round(seconds * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def dead_queue(settings: AmqpSettings, channel: ChannelSettings) -> RabbitQueue:
-    return RabbitQueue(settings.dead_queue(channel.name), queue_type=QueueType.QUORUM, durable=True)
+def retry_delays(channel: ChannelSettings) -> list[float]:
+    """The channel's retry tiers, ascending: `delay` doubling, capped by `max_delay`.
+
+    Attempt n (1-based) that fails waits `retry_delay(channel, n)`; a rate-limited channel
+    needs at least one tier even with max_attempts = 1.
+    """
+    retry = channel.retry
+    delays: list[float] = []
+    steps = max(retry.max_attempts - 1, 1 if channel.rate_limit is not None else 0)
+    delay = retry.delay
+    for _ in range(steps):
+        capped = min(delay, retry.max_delay)
+        if capped not in delays:
+            delays.append(capped)
+        delay *= 2
+    return sorted(delays)
+
+
+def retry_delay(channel: ChannelSettings, attempt: int) -> float:
+    """Delay after failed attempt `attempt` (1-based)."""
+    delay: float = channel.retry.delay * 2.0 ** (attempt - 1)
+    return min(delay, channel.retry.max_delay)
+
+
+def tier_at_least(delays: list[float], seconds: float) -> float:
+    """The shortest tier >= seconds (Retry-After, rate limit), else the longest."""
+    for delay in delays:
+        if delay >= seconds:
+            return delay
+    return delays[-1]
+
+
+def retry_queue_name(settings: AmqpSettings, channel: str, delay: float) -> str:
+    return f"{settings.notify_queue(channel)}.retry.{format_delay(delay)}"
+
+
+def _word(glob: str) -> str:
+    """A binding word for a label glob: the literal itself, else `*` (filtered later)."""
+    if not glob or _GLOB_CHARS & set(glob) or "." in glob:
+        return "*"
+    return glob
 
 
 def binding_keys(channel: ChannelSettings) -> list[str]:
-    """Routing keys are `<severity>.<site>.<kind>`; a channel takes its severities."""
-    return [f"{sev}.*.*" for sev in channel.severities]
+    """Routing keys are `<severity>.<site>.<kind>`; a channel takes its severities.
+
+    With `match`, a literal site or kind becomes that word; a glob becomes `*` and the
+    consumer filters the rest (`matches`).
+    """
+    site = _word(channel.match.site) if channel.match else "*"
+    kind = _word(channel.match.kind) if channel.match else "*"
+    return [f"{sev}.{site}.{kind}" for sev in channel.severities]
+
+
+def matches(channel: ChannelSettings, labels: dict[str, str]) -> bool:
+    if channel.match is None:
+        return True
+    return fnmatch.fnmatchcase(labels.get("site", ""), channel.match.site) and (
+        fnmatch.fnmatchcase(labels.get("kind", ""), channel.match.kind)
+    )
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any]
+    bindings: list[str] = field(default_factory=list)
+
+
+def channel_queues(settings: AmqpSettings, channel: ChannelSettings) -> list[QueueSpec]:
+    """Every queue of one channel, with the exact declaration arguments."""
+    work = settings.notify_queue(channel.name)
+    dead = settings.dead_queue(channel.name)
+    # The arguments of the first release: changing them is PRECONDITION_FAILED for
+    # existing installs. sensord itself publishes to dead/retry queues explicitly.
+    work_args: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead,
+    }
+    if channel.type == "alertmanager":
+        # The re-send state lives in the consuming process: with competing consumers a
+        # process that missed the resolution would keep re-sending the alert as firing.
+        # (A type new in 0.2: no existing queue has other arguments.)
+        work_args["x-single-active-consumer"] = True
+    specs = [
+        QueueSpec(dead, {"x-queue-type": "quorum"}),
+        QueueSpec(work, work_args, binding_keys(channel)),
+    ]
+    for delay in retry_delays(channel):
+        specs.append(
+            QueueSpec(
+                retry_queue_name(settings, channel.name, delay),
+                {
+                    "x-message-ttl": round(delay * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": work,
+                },
+            )
+        )
+    return specs
 
 
 async def declare_topology(
-    broker: RabbitBroker, settings: AmqpSettings, channels: list[ChannelSettings]
+    channel: AbstractChannel, settings: AmqpSettings, channels: list[ChannelSettings]
 ) -> None:
-    exchange = await broker.declare_exchange(alerts_exchange(settings))
+    exchange = await channel.declare_exchange(
+        settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
     for ch in channels:
-        await broker.declare_queue(dead_queue(settings, ch))
-        queue = await broker.declare_queue(notify_queue(settings, ch))
-        for key in binding_keys(ch):
-            await queue.bind(exchange, routing_key=key)
-    log.debug("declared %s and %d channel queue(s)", settings.exchange, len(channels))
+        for spec in channel_queues(settings, ch):
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            for key in spec.bindings:
+                await queue.bind(exchange, routing_key=key)
+    log.debug("declared %s and %d channel queue set(s)", settings.exchange, len(channels))
+
+
+async def declare_topology_once(settings: AmqpSettings, channels: list[ChannelSettings]) -> None:
+    """Declare over a short-lived connection (edge role, CLI)."""
+    conn = await aio_pika.connect(settings.url.get_secret_value())
+    async with conn:
+        await declare_topology(await conn.channel(), settings, channels)

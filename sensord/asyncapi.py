@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
 
 from sensord import __version__
-from sensord.amqp import alerts_exchange, notify_queue
+from sensord.amqp import alerts_exchange, channel_queues
 from sensord.config import Settings
 from sensord.events import AlertEvent
 
@@ -37,8 +37,16 @@ def build_spec(settings: Settings) -> AsyncAPI:
     )
     del publisher  # registered on the broker: that is all the document needs
     for channel in settings.channels:
+        name = settings.amqp.notify_queue(channel.name)
+        spec = next(q for q in channel_queues(settings.amqp, channel) if q.name == name)
+        queue = RabbitQueue(
+            name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=" | ".join(spec.bindings),
+        )
         subscriber = broker.subscriber(
-            notify_queue(settings.amqp, channel),
+            queue,
             exchange=exchange,
             title=f"{settings.amqp.notify_queue(channel.name)}:consume",
             description=(

@@ -62,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     asyncapi = docs_sub.add_parser("asyncapi", help="AsyncAPI 3.0 document of the AMQP interface")
     asyncapi.add_argument("-c", "--config", type=Path)
     asyncapi.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    dlq = sub.add_parser("dlq", help="list, replay or purge dead-lettered notifications")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_sub.add_parser("list", help="table of dead letters")
+    dlq_replay = dlq_sub.add_parser("replay", help="back into the channel queue, attempts reset")
+    dlq_purge = dlq_sub.add_parser("purge", help="delete a channel's dead letters")
+    for p in (dlq_list, dlq_replay, dlq_purge):
+        p.add_argument("-c", "--config", type=Path)
+    dlq_list.add_argument("--channel", help="only this channel")
+    dlq_replay.add_argument("--channel", help="only this channel")
+    which = dlq_replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="the event id of one dead letter (see `dlq list`)")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    dlq_purge.add_argument("--channel", required=True)
+    dlq_purge.add_argument("--yes", action="store_true", help="confirm: messages are lost")
     return parser
 
 
@@ -149,6 +163,40 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from sensord import dlq  # noqa: PLC0415 - keep `check` light
+
+    try:
+        settings = load_settings(args.config if args.config is not None else default_config_path())
+        channels = dlq.select_channels(list(settings.channels), args.channel)
+        if args.dlq_command == "list":
+            letters = asyncio.run(dlq.list_dead(settings.amqp, channels))
+            print(dlq.table(letters))
+            print(f"{len(letters)} dead letter(s)")
+        elif args.dlq_command == "replay":
+            done = asyncio.run(dlq.replay(settings.amqp, channels, args.id))
+            for d in done:
+                print(f"replayed {d.event_id} to {settings.amqp.notify_queue(d.channel)}")
+            print(f"{len(done)} replayed")
+        else:
+            if not args.yes:
+                print(
+                    f"purge deletes every dead letter of channel {args.channel}: "
+                    "add --yes to confirm",
+                    file=sys.stderr,
+                )
+                return 1
+            count = asyncio.run(dlq.purge(settings.amqp, channels[0]))
+            print(f"purged {count} dead letter(s) of channel {args.channel}")
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    except dlq.DlqError as exc:
+        print(f"sensord dlq: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
@@ -159,4 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_docs(args)
     if args.command in ("alerts", "silences"):
         return client.run(args)
+    if args.command == "dlq":
+        return cmd_dlq(args)
     return cmd_run(args)

@@ -231,12 +231,65 @@ def _all_severities() -> list[SeverityName]:
     return ["critical", "warning", "info"]
 
 
+# Fields a channel's message templates may use (str.format syntax, e.g. "{value:.1f}").
+TEMPLATE_FIELDS = (
+    "status",
+    "STATUS",
+    "severity",
+    "rule",
+    "site",
+    "device",
+    "kind",
+    "value",
+    "threshold",
+    "summary",
+    "fingerprint",
+    "event_id",
+    "starts_at",
+    "ends_at",
+    "time",
+    "channel",
+    "count",
+)
+
+
+def check_template(template: str) -> str:
+    """Fail at load time, not at the first alert, on a template that cannot be rendered."""
+    sample: dict[str, object] = dict.fromkeys(TEMPLATE_FIELDS, "x")
+    sample.update(value=1.5, threshold=1.0, count=1)
+    try:
+        template.format_map(sample)
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown template field {exc}; known: {', '.join(TEMPLATE_FIELDS)}"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(f"invalid template: {exc}") from None
+    return template
+
+
+class ChannelMatch(_Section):
+    """Label globs (fnmatch) on the alert's site and kind."""
+
+    site: str = "*"
+    kind: str = "*"
+
+
+class RateLimitSettings(_Section):
+    """Token bucket: `rate` notifications per second on average, bursts of `burst`."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
 class _ChannelBase(_Section):
     name: str
     severities: list[SeverityName] = Field(default_factory=_all_severities, min_length=1)
     send_resolved: bool = True
     retry: RetrySettings = Field(default_factory=RetrySettings)
     prefetch: int = Field(default=16, ge=1, le=10_000)
+    match: ChannelMatch | None = None
+    rate_limit: RateLimitSettings | None = None
 
     @field_validator("name")
     @classmethod
@@ -246,14 +299,84 @@ class _ChannelBase(_Section):
         return v
 
 
+def _http_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return v
+
+
 class ConsoleChannelSettings(_ChannelBase):
     type: Literal["console"]
+    template: str | None = None  # None: the built-in line (docs/channels.md)
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, v: str | None) -> str | None:
+        return None if v is None else check_template(v)
+
+
+class FileChannelSettings(_ChannelBase):
+    type: Literal["file"]
+    path: Path
+    fsync: bool = False
 
 
 class WebhookChannelSettings(_ChannelBase):
     type: Literal["webhook"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = 10.0
+    hmac_secret_file: Path | None = None
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+DEFAULT_SLACK_TEMPLATE = (
+    "{STATUS} [{severity}] {rule} on {site}/{device}: {summary}"
+    " (value {value}, threshold {threshold})"
+)
+
+
+class SlackChannelSettings(_ChannelBase):
+    type: Literal["slack"]
+    url: str
+    timeout: float = 10.0
+    template: str = DEFAULT_SLACK_TEMPLATE
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        return check_template(v)
+
+
+class MqttChannelSettings(_ChannelBase):
+    type: Literal["mqtt"]
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_template: str = "alerts/{site}/{device}"
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
     timeout: float = 10.0
 
     @field_validator("timeout", mode="before")
@@ -265,15 +388,96 @@ class WebhookChannelSettings(_ChannelBase):
     @classmethod
     def _check_url(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must be mqtt://host:port")
         return v
+
+    @field_validator("topic_template")
+    @classmethod
+    def _check_topic(cls, v: str) -> str:
+        check_template(v)
+        if "+" in v or "#" in v:
+            raise ValueError("a topic to publish to cannot contain the wildcards + or #")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+DEFAULT_EMAIL_SUBJECT = "[{STATUS}] {rule} on {site}/{device}"
+DEFAULT_EMAIL_BODY = (
+    "{STATUS} {severity} {rule}\n"
+    "sensor: {site}/{device} ({kind})\n"
+    "value: {value}  threshold: {threshold}\n"
+    "summary: {summary}\n"
+    "since: {starts_at}  ended: {ends_at}\n"
+    "fingerprint: {fingerprint}\n"
+)
+
+
+class EmailChannelSettings(_ChannelBase):
+    type: Literal["email"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    ca_file: Path | None = None  # CA bundle to verify the server with (default: system CAs)
+    username: str | None = None
+    password_file: Path | None = None
+    sender: str
+    to: list[str] = Field(min_length=1)
+    subject_template: str = DEFAULT_EMAIL_SUBJECT
+    body_template: str = DEFAULT_EMAIL_BODY
+    group_wait: float = 0.0
+    timeout: float = 30.0
+
+    @field_validator("group_wait", "timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("subject_template", "body_template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        return check_template(v)
+
+
+class AlertmanagerChannelSettings(_ChannelBase):
+    type: Literal["alertmanager"]
+    url: str  # base URL, e.g. http://127.0.0.1:9093
+    resend_interval: float = 60.0
+    resolved_retention: float = 900.0
+    timeout: float = 10.0
+    generator_url: str = ""
+
+    @field_validator("resend_interval", "resolved_retention", "timeout", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return _http_url(v).rstrip("/")
 
 
 ChannelSettings = Annotated[
-    ConsoleChannelSettings | WebhookChannelSettings, Field(discriminator="type")
+    ConsoleChannelSettings
+    | FileChannelSettings
+    | WebhookChannelSettings
+    | SlackChannelSettings
+    | MqttChannelSettings
+    | EmailChannelSettings
+    | AlertmanagerChannelSettings,
+    Field(discriminator="type"),
 ]
-CHANNEL_TYPES = ("console", "webhook")
+CHANNEL_TYPES = ("console", "file", "webhook", "slack", "mqtt", "email", "alertmanager")
+# channel keys naming files that must exist when the config is loaded (secrets, CA bundle)
+CHANNEL_FILE_KEYS = ("hmac_secret_file", "password_file", "ca_file")
 
 
 class Settings(_Section):
@@ -496,6 +700,20 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
                 [Problem(str(path), line, f"mqtt.password_file: cannot read {pw_path}")]
             )
         mqtt = mqtt.model_copy(update={"password_file": pw_path})
+    problems = []
+    for index, channel in enumerate(settings.channels):
+        for key in CHANNEL_FILE_KEYS:
+            value = getattr(channel, key, None)
+            if value is None:
+                continue
+            file = value if value.is_absolute() else base_dir / value
+            if not file.is_file():
+                line = toml_key_line(text, ("channels", index, key))
+                problems.append(
+                    Problem(str(path), line, f"channels[{index}].{key}: cannot read {file}")
+                )
+    if problems:
+        raise ConfigError(problems)
     http = settings.http
     if http.token_file is not None and not http.token_file.is_absolute():
         http = http.model_copy(update={"token_file": base_dir / http.token_file})

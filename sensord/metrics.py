@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -41,8 +47,10 @@ class Metrics:
         "alerts_suppressed",
         "alerts_unroutable",
         "amqp_connected",
+        "dlq_depth",
         "invalid",
         "mqtt_connected",
+        "notification_seconds",
         "notifications",
         "outbox_pending",
         "readings",
@@ -78,8 +86,21 @@ class Metrics:
         )
         self.notifications = Counter(
             "sensord_notifications",
-            "Notification attempts by outcome",
+            "Notification attempts by outcome: sent, retried, dead, skipped, throttled",
             ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.notification_seconds = Histogram(
+            "sensord_notification_seconds",
+            "Time of one delivery attempt to a channel's target",
+            ["channel"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.dlq_depth = Gauge(
+            "sensord_dlq_messages",
+            "Messages in a channel's dead-letter queue (passive declare, every 15 s)",
+            ["channel"],
             registry=self.registry,
         )
         self.outbox_pending = Gauge(

@@ -15,14 +15,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sensord import __version__
 from sensord.alerts import build_event
 from sensord.alertstore import AlertStore, InhibitRule
-from sensord.amqp import declare_topology, make_broker
+from sensord.amqp import declare_topology_once, make_broker
 from sensord.api import AlertsApi
 from sensord.bridge import MqttBridge
-from sensord.config import ConsoleChannelSettings, Settings
+from sensord.config import Settings
 from sensord.events import Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
-from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
+from sensord.notify.base import NotificationChannel
+from sensord.notify.channels import make_channel
+from sensord.notify.consumer import Notifier
 from sensord.outbox import Outbox, open_memory_db, open_state_db
 from sensord.publish import OutboxDrain
 from sensord.rules import AlertTransition, Rule, RuleEngine
@@ -43,7 +45,7 @@ class Service:
         *,
         metrics: Metrics | None = None,
         console: TextIO | None = None,
-        notifier: SystemdNotifier | None = None,
+        systemd: SystemdNotifier | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -77,22 +79,21 @@ class Service:
         self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
+        self.notifier: Notifier | None = None
         if self.notifying:
-            for ch_settings in settings.channels:
-                channel: NotificationChannel = (
-                    ConsoleChannel(ch_settings, console)
-                    if isinstance(ch_settings, ConsoleChannelSettings)
-                    else make_channel(ch_settings, external_url)
-                )
-                self.channels.append(channel)
-                register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
+            self.channels = [
+                make_channel(ch, settings, external_url, console) for ch in settings.channels
+            ]
+            self.notifier = Notifier(
+                settings.amqp, list(settings.channels), self.channels, self.metrics
+            )
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
         self.http = HttpServer(settings.http, self.metrics, self.readiness, self.status, api)
         self._started = time.monotonic()
         # (monotonic, readings) once per tick over the last minute: readings/s in status
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=61)
         self.amqp_up = asyncio.Event()
-        self.notifier = notifier if notifier is not None else SystemdNotifier()
+        self.systemd = systemd if systemd is not None else SystemdNotifier()
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
@@ -228,7 +229,7 @@ class Service:
 
     async def _supervise(self, stop: asyncio.Event) -> None:
         """sd_notify: READY once, STATUS on change, WATCHDOG while the loop is responsive."""
-        notifier = self.notifier
+        notifier = self.systemd
         if not notifier.enabled:
             return
         loop = asyncio.get_running_loop()
@@ -258,7 +259,9 @@ class Service:
     async def _connect_amqp(self) -> None:
         # With fail_fast=False, start() returns only once RabbitMQ is reachable (FACTS.md).
         await self.broker.start()
-        await declare_topology(self.broker, self.settings.amqp, list(self.settings.channels))
+        await declare_topology_once(self.settings.amqp, list(self.settings.channels))
+        if self.notifier is not None:
+            await self.notifier.start()
         self.amqp_up.set()
         self.metrics.amqp_connected.set(1)
         self.publisher.ready.set()
@@ -274,6 +277,9 @@ class Service:
                 await channel.start()
                 stack.push_async_callback(channel.close)
             stack.push_async_callback(self.broker.stop)
+            if self.notifier is not None:
+                # before the channels close: in-flight notifications finish first
+                stack.push_async_callback(self.notifier.stop)
             scheduler = AsyncIOScheduler()
             if self.edge:
                 scheduler.add_job(

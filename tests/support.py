@@ -26,6 +26,9 @@ import paho.mqtt.client as mqtt
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sensord.amqp import channel_queues
+from sensord.config import AmqpSettings, load_settings
+
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -80,15 +83,24 @@ class WebhookSink:
     statuses: list[int] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
-    port: int = 0
+    port: int = 0  # 0: a free port at start()
     _runner: web.AppRunner | None = None
+    # every request, failed ones too: arrival time (monotonic), raw body, headers
+    times: list[float] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    retry_after: str | None = None  # sent with every non-2xx answer when set
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.times.append(time.monotonic())
+        self.raw.append(await request.read())
+        self.headers.append(dict(request.headers))
         status = self.statuses.pop(0) if self.statuses else 200
         if status < 300:
             self.bodies.append(await request.json())
-        return web.Response(status=status, text="ok" if status < 300 else "fail")
+        headers = {"Retry-After": self.retry_after} if self.retry_after and status >= 300 else {}
+        return web.Response(status=status, text="ok" if status < 300 else "fail", headers=headers)
 
     @property
     def url(self) -> str:
@@ -99,7 +111,8 @@ class WebhookSink:
         app.router.add_post("/alerts", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self.port = free_port()
+        if not self.port:
+            self.port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
@@ -197,6 +210,7 @@ class SensordProcess:
     extra_toml: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
     config_override: str | None = None  # the whole config text, when a test needs its own
+    role: str = "all"  # `sensord run --role`
 
     @property
     def config_path(self) -> Path:
@@ -238,11 +252,12 @@ class SensordProcess:
         for ch in self.channels:
             lines.append("[[channels]]")
             for key, value in ch.items():
-                if key != "retry":
+                if not isinstance(value, dict):
                     lines.append(f"{key} = {json.dumps(value)}")
-            if "retry" in ch:
-                lines.append("[channels.retry]")
-                lines.extend(f"{k} = {json.dumps(v)}" for k, v in ch["retry"].items())
+            for key, value in ch.items():  # retry, match, rate_limit, headers: subtables
+                if isinstance(value, dict):
+                    lines.append(f"[channels.{key}]")
+                    lines.extend(f"{k} = {json.dumps(v)}" for k, v in value.items())
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:
@@ -253,7 +268,8 @@ class SensordProcess:
         env.pop("SENSORD_CONFIG", None)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sensord", "run", "-c", str(self.config_path)],
+                [sys.executable, "-m", "sensord", "run", "-c", str(self.config_path)]
+                + ([] if self.role == "all" else ["--role", self.role]),
                 stdout=out,
                 stderr=err,
                 env=env,
@@ -341,6 +357,13 @@ class SensordProcess:
                 f"{self.prefix}.notify.{ch['name']}",
                 f"{self.prefix}.notify.{ch['name']}.dead",
             ]
+        if self.config_path.exists():  # the retry tiers, named from the config's delays
+            names += [
+                spec.name
+                for ch in load_settings(self.config_path, {}).channels
+                for spec in channel_queues(AmqpSettings(prefix=self.prefix), ch)
+                if spec.name not in names
+            ]
         return names
 
 
@@ -357,3 +380,194 @@ async def running(sensord: SensordProcess, *, ready: bool = True) -> AsyncIterat
             sensord.proc.kill()
             sensord.proc.wait()
         await delete_amqp(sensord.prefix, sensord.queues())
+
+
+# ---- notification tests: alert events straight onto the exchange, peeking at queues
+
+
+def make_event(
+    *,
+    site: str = "plant-1",
+    device: str = "t-1",
+    kind: str = "temperature",
+    severity: str = "critical",
+    status: str = "firing",
+    rule: str = "critical-temperature",
+    fingerprint: str | None = None,
+    value: float = 81.5,
+) -> dict[str, Any]:
+    """An AlertEvent body (contract: ARCHITECTURE.md), as the edge role publishes it."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "event_id": uuid.uuid4().hex,
+        "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+        "status": status,
+        "rule": rule,
+        "severity": severity,
+        "labels": {
+            "alertname": rule,
+            "site": site,
+            "device": device,
+            "kind": kind,
+            "severity": severity,
+        },
+        "annotations": {"summary": f"{site}/{device} {kind} {value:g} above 80"},
+        "value": value,
+        "threshold": 80.0,
+        "starts_at": "2026-11-28T12:00:00Z",
+        "ends_at": now if status == "resolved" else None,
+        "observed_at": now,
+    }
+
+
+async def publish_events(prefix: str, events: list[dict[str, Any]], in_flight: int = 128) -> None:
+    """Publish AlertEvent bodies to `<prefix>.alerts` with confirms, many in flight."""
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await ch.get_exchange(f"{prefix}.alerts", ensure=True)
+        sem = asyncio.Semaphore(in_flight)
+
+        async def one(ev: dict[str, Any]) -> None:
+            key = f"{ev['severity']}.{ev['labels']['site']}.{ev['labels']['kind']}"
+            async with sem:
+                await exchange.publish(
+                    aio_pika.Message(
+                        json.dumps(ev).encode(),
+                        content_type="application/json",
+                        message_id=ev["event_id"],
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=key,
+                    mandatory=True,
+                )
+
+        await asyncio.gather(*(one(ev) for ev in events))
+
+
+async def peek_queue(queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Read every message of a queue and leave them there (unacked, then requeued)."""
+    conn = await aio_pika.connect(AMQP_URL)
+    out = []
+    async with conn:
+        ch = await conn.channel()
+        q = await ch.declare_queue(queue, passive=True)
+        while (msg := await q.get(no_ack=False, fail=False)) is not None:
+            out.append(msg)
+        await ch.close()
+    return out
+
+
+async def queue_depth(queue: str) -> int:
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        ch = await conn.channel()
+        q = await ch.declare_queue(queue, passive=True)
+        return int(q.declaration_result.message_count or 0)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`sensord ARGS…` as a subprocess; returns the completed process (text)."""
+    env = {**os.environ}
+    env.pop("SENSORD_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "sensord", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+class MqttRecorder:
+    """Subscribes to a topic filter and records (topic, payload, retain) per message."""
+
+    def __init__(self, topic_filter: str, port: int = MQTT_PORT) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.subscribed = False
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{uid()}",
+            clean_session=True,
+        )
+        self.client.on_message = lambda _c, _u, msg: self.messages.append(
+            (msg.topic, bytes(msg.payload), bool(msg.retain))
+        )
+        self.client.on_subscribe = lambda *_args: setattr(self, "subscribed", True)
+        self.client.on_connect = lambda c, *_args: c.subscribe(topic_filter, qos=1)
+        self.client.connect(MQTT_HOST, port)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        # the network thread may stop before it closed the socket: an unclosed socket is
+        # a ResourceWarning (an error here) whenever the garbage collector finds it
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
+
+
+@dataclass
+class AlertmanagerProcess:
+    """A real Prometheus Alertmanager on a free loopback port, storage in `workdir`."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> None:
+        config = self.workdir / "alertmanager.yml"
+        config.write_text(
+            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n"
+        )
+        (self.workdir / "am-data").mkdir()
+        log = (self.workdir / "alertmanager.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                ALERTMANAGER_BIN,
+                f"--config.file={config}",
+                f"--storage.path={self.workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as s, s.get(self.url + "/-/ready") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            "alertmanager not ready: " + (self.workdir / "alertmanager.log").read_text()
+        )
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as s, s.get(self.url + "/api/v2/alerts") as r:
+            assert r.status == 200
+            data: list[dict[str, Any]] = await r.json()
+            return data
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -153,8 +153,8 @@ async def test_failing_webhook_is_retried_then_dead_lettered(
     assert len(messages) == 1
     assert b'"critical-temperature"' in messages[0].body
     assert webhook.bodies == []
-    assert metrics['sensord_notifications_total{channel="hook",outcome="retry"}'] == 2
-    assert metrics['sensord_notifications_total{channel="hook",outcome="failed"}'] == 1
+    assert metrics['sensord_notifications_total{channel="hook",outcome="retried"}'] == 2
+    assert metrics['sensord_notifications_total{channel="hook",outcome="dead"}'] == 1
     # the console channel has its own queue and copy: it was not affected
     assert metrics['sensord_notifications_total{channel="console",outcome="sent"}'] == 1
     assert "HTTP 503" in sensord.stderr()

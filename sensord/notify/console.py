@@ -1,0 +1,32 @@
+"""`console`: one line per notification on standard output."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from sensord.config import ConsoleChannelSettings
+from sensord.events import AlertEvent
+from sensord.notify.render import console_line, render
+
+
+class ConsoleChannel:
+    def __init__(self, settings: ConsoleChannelSettings, stream: TextIO | None = None) -> None:
+        self.name = settings.name
+        self._template = settings.template
+        self._stream = stream
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, event: AlertEvent) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout
+        if self._template is None:
+            line = console_line(event)
+        else:
+            line = render(self._template, event, self.name)
+        stream.write(line + "\n")
+        stream.flush()
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,426 @@
+"""Channel consumers: RabbitMQ channel queue -> channel, with broker-side retries and a DLQ.
+
+One aio-pika robust connection per notify process; per channel one AMQP channel with
+publisher confirms, its own prefetch, and a consumer on `<prefix>.notify.<name>`.
+
+A failed attempt is published to the retry tier `<...>.retry.<delay>` (TTL, dead-letters
+back to the channel queue) with `x-sensord-attempts` set; after `max_attempts`, or at once
+on a permanent error, it is published to `<...>.dead` with reason headers. The original
+is acknowledged only once RabbitMQ confirmed the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pydantic import ValidationError
+
+from sensord.amqp import (
+    declare_topology,
+    matches,
+    retry_delay,
+    retry_delays,
+    retry_queue_name,
+    tier_at_least,
+)
+from sensord.config import AmqpSettings, ChannelSettings, RateLimitSettings
+from sensord.errors import NotifyError
+from sensord.events import AlertEvent
+from sensord.metrics import Metrics
+from sensord.notify.base import NotificationChannel
+from sensord.notify.headers import (
+    ATTEMPTS_HEADER,
+    BROKER_HEADERS,
+    CHANNEL_HEADER,
+    DEAD_AT_HEADER,
+    ERROR_HEADER,
+    header_int,
+)
+from sensord.notify.render import rfc3339
+
+log = logging.getLogger("sensord.notify")
+
+DLQ_POLL_INTERVAL = 15.0
+# settled messages are acknowledged together at most this long after the first of them
+ACK_BATCH_WINDOW = 0.005
+STOP_STEP_TIMEOUT = 2.0  # seconds for each broker round trip while stopping
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst`; `take` returns 0 or the wait for a token."""
+
+    def __init__(self, settings: RateLimitSettings, now: float) -> None:
+        self.rate = settings.rate
+        self.burst = float(settings.burst)
+        self._tokens = self.burst
+        self._at = now
+
+    def take(self, now: float) -> float:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+
+class BatchedAcks:
+    """Acknowledges in delivery order with `multiple=True`: one AMQP frame for each run of
+    settled messages instead of one per message (an ack frame per message cost a socket
+    write each, about a sixth of the notify role's CPU per webhook in bench/notify.py).
+
+    A message is settled only once its notification was sent, or its copy (retry, dead)
+    confirmed; a later message that finished first waits for the earlier ones.
+    """
+
+    def __init__(self) -> None:
+        self._channel: object = None
+        self._order: dict[int, bool] = {}  # delivery tag -> settled, in delivery order
+        self._scheduled = False
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def track(self, message: AbstractIncomingMessage) -> None:
+        if message.channel is not self._channel:  # a new AMQP channel (reconnect): new tags
+            self._channel = message.channel
+            self._order.clear()
+        assert message.delivery_tag is not None
+        self._order[message.delivery_tag] = False
+
+    def settle(self, message: AbstractIncomingMessage) -> None:
+        if message.channel is not self._channel or message.delivery_tag not in self._order:
+            return  # delivered on a channel that is gone: RabbitMQ redelivers it
+        self._order[message.delivery_tag] = True
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(ACK_BATCH_WINDOW, self._flush)
+
+    def forget(self, message: AbstractIncomingMessage) -> None:
+        """The message was nacked on its own: take it out of the order."""
+        if message.channel is self._channel and message.delivery_tag is not None:
+            self._order.pop(message.delivery_tag, None)
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        last = None
+        while self._order:
+            tag, settled = next(iter(self._order.items()))
+            if not settled:
+                break
+            del self._order[tag]
+            last = tag
+        if last is not None:
+            task = asyncio.create_task(self._ack(self._channel, last))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    @staticmethod
+    async def _ack(channel: Any, tag: int) -> None:
+        try:
+            await channel.basic_ack(tag, multiple=True)
+        except Exception as exc:  # noqa: BLE001 - the channel is gone: RabbitMQ redelivers
+            log.debug("ack up to %d not sent: %s", tag, exc)
+
+    async def drain(self) -> None:
+        if self._scheduled:
+            self._flush()
+        if self._writes:
+            await asyncio.wait(list(self._writes))
+
+
+class ChannelConsumer:
+    def __init__(
+        self,
+        amqp: AmqpSettings,
+        settings: ChannelSettings,
+        channel: NotificationChannel,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.channel = channel
+        self._amqp = amqp
+        self._metrics = metrics
+        self._queue_name = amqp.notify_queue(settings.name)
+        self._dead_name = amqp.dead_queue(settings.name)
+        self._tiers = retry_delays(settings)
+        self._bucket = (
+            TokenBucket(settings.rate_limit, time.monotonic()) if settings.rate_limit else None
+        )
+        self._amqp_channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._acks = BatchedAcks()
+        self.dead_lettered = asyncio.Event()  # the DLQ poller refreshes the depth on it
+        # labelled children looked up once: labels() costs a lock and a dict per call
+        self._outcomes = {
+            outcome: metrics.notifications.labels(settings.name, outcome)
+            for outcome in ("sent", "retried", "dead", "skipped", "throttled")
+        }
+        self._seconds = metrics.notification_seconds.labels(settings.name)
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        ch = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await ch.set_qos(prefetch_count=self.settings.prefetch)
+        self._amqp_channel = ch
+        self._queue = await ch.declare_queue(self._queue_name, passive=True)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking messages, let those in hand finish for up to `grace` seconds."""
+        if self._queue is not None and self._tag is not None:
+            # the connection may be gone or stuck: never wait on it for long
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._queue.cancel(self._tag), STOP_STEP_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._acks.drain(), STOP_STEP_TIMEOUT)
+        log.debug("channel %s: consumer stopped", self.settings.name)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        self._acks.track(message)
+        try:
+            await self._handle(message)
+        except Exception:
+            # A broker error while publishing a copy: leave the original to RabbitMQ.
+            log.exception("channel %s: cannot settle a message; requeued", self.settings.name)
+            self._acks.forget(message)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    def _count(self, outcome: str) -> None:
+        self._outcomes[outcome].inc()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        name = self.settings.name
+        headers = dict(message.headers or {})
+        attempts = header_int(headers, ATTEMPTS_HEADER)
+        try:
+            event = AlertEvent.model_validate_json(message.body)
+        except ValidationError as exc:
+            reason = f"not an alert event: {exc.errors()[0]['msg']}"
+            log.error("channel %s: %s; dead-lettered", name, reason)
+            await self._to_dead(message, headers, attempts, reason)
+            self._count("dead")
+            return
+        if not matches(self.settings, event.labels) or (
+            event.status == "resolved" and not self.settings.send_resolved
+        ):
+            self._acks.settle(message)
+            self._count("skipped")
+            return
+        if self._bucket is not None and (wait := self._bucket.take(time.monotonic())) > 0:
+            delay = tier_at_least(self._tiers, wait)
+            await self._republish(
+                message, headers, retry_queue_name(self._amqp, name, delay), attempts
+            )
+            self._count("throttled")
+            return
+        started = time.perf_counter()
+        try:
+            await self.channel.send(event)
+        except NotifyError as exc:
+            await self._failed(message, headers, event, attempts + 1, exc)
+        except Exception as exc:
+            log.exception("channel %s: unexpected error", name)
+            error = NotifyError(f"{type(exc).__name__}: {exc}", retryable=True)
+            await self._failed(message, headers, event, attempts + 1, error)
+        else:
+            self._acks.settle(message)
+            self._count("sent")
+        finally:
+            self._metrics.notification_seconds.labels(name).observe(time.perf_counter() - started)
+
+    async def _failed(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        event: AlertEvent,
+        attempts: int,
+        exc: NotifyError,
+    ) -> None:
+        name = self.settings.name
+        max_attempts = self.settings.retry.max_attempts
+        if exc.retryable and attempts < max_attempts and self._tiers:
+            delay = retry_delay(self.settings, attempts)
+            if exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)
+            delay = tier_at_least(self._tiers, delay)
+            headers[ERROR_HEADER] = str(exc)[:500]
+            await self._republish(
+                message, headers, retry_queue_name(self._amqp, name, delay), attempts
+            )
+            self._count("retried")
+            log.warning(
+                "channel %s: attempt %d/%d for %s %s (%s) failed: %s; retrying in %s s",
+                name,
+                attempts,
+                max_attempts,
+                event.rule,
+                event.status,
+                event.event_id,
+                exc,
+                f"{delay:g}",
+            )
+            return
+        await self._to_dead(message, headers, attempts, str(exc))
+        self._count("dead")
+        log.error(
+            "channel %s: gave up on %s %s (%s) after %d attempt(s): %s; dead-lettered to %s",
+            name,
+            event.rule,
+            event.status,
+            event.event_id,
+            attempts,
+            exc,
+            self._dead_name,
+        )
+
+    async def _republish(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        routing_key: str,
+        attempts: int,
+    ) -> None:
+        """Publish a copy, wait for RabbitMQ's confirm, only then ack the original."""
+        assert self._amqp_channel is not None
+        for key in BROKER_HEADERS:
+            headers.pop(key, None)
+        headers[ATTEMPTS_HEADER] = attempts
+        headers[CHANNEL_HEADER] = self.settings.name
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type or "application/json",
+            message_id=message.message_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._amqp_channel.default_exchange.publish(
+            copy, routing_key=routing_key, mandatory=True, timeout=self._amqp.publish_timeout
+        )
+        self._acks.settle(message)  # only now that RabbitMQ confirmed the copy
+
+    async def _to_dead(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        attempts: int,
+        reason: str,
+    ) -> None:
+        headers[ERROR_HEADER] = reason[:500]
+        headers[DEAD_AT_HEADER] = rfc3339(datetime.now(UTC).replace(microsecond=0))
+        await self._republish(message, headers, self._dead_name, attempts)
+        self.dead_lettered.set()
+
+
+class Notifier:
+    """The notify role: topology, one consumer per channel, the DLQ depth gauge."""
+
+    def __init__(
+        self,
+        amqp: AmqpSettings,
+        channel_settings: list[ChannelSettings],
+        channels: list[NotificationChannel],
+        metrics: Metrics,
+        dlq_poll_interval: float = DLQ_POLL_INTERVAL,
+    ) -> None:
+        self._amqp = amqp
+        self._settings = channel_settings
+        self._metrics = metrics
+        self._poll_interval = dlq_poll_interval
+        self.consumers = [
+            ChannelConsumer(amqp, s, c, metrics)
+            for s, c in zip(channel_settings, channels, strict=True)
+        ]
+        self._connection: AbstractRobustConnection | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        """Connect (waiting for RabbitMQ), declare the topology, start consuming."""
+        url = self._amqp.url.get_secret_value()
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    url, reconnect_interval=self._amqp.reconnect_interval
+                )
+                break
+            except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
+                log.warning("notify: RabbitMQ unreachable (%s); retrying", exc)
+                await asyncio.sleep(self._amqp.reconnect_interval)
+        setup = await self._connection.channel()
+        await declare_topology(setup, self._amqp, self._settings)
+        await setup.close()
+        for consumer in self.consumers:
+            await consumer.start(self._connection)
+        self._poller = asyncio.create_task(self._poll_dlq(), name="dlq-depth")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._poller, STOP_STEP_TIMEOUT)
+        await asyncio.gather(*(c.stop(grace) for c in self.consumers))
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.close(), STOP_STEP_TIMEOUT)
+        log.debug("notify: stopped")
+
+    async def dlq_depths(self) -> dict[str, int]:
+        assert self._connection is not None
+        depths: dict[str, int] = {}
+        ch = await self._connection.channel()
+        try:
+            for s in self._settings:
+                queue = await ch.declare_queue(self._amqp.dead_queue(s.name), passive=True)
+                count = queue.declaration_result.message_count
+                depths[s.name] = int(count or 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await ch.close()
+        return depths
+
+    async def _poll_dlq(self) -> None:
+        """Every DLQ_POLL_INTERVAL, and soon after a dead-lettering, by passive declare."""
+        waits = [asyncio.create_task(c.dead_lettered.wait()) for c in self.consumers]
+        try:
+            while True:
+                try:
+                    for name, depth in (await self.dlq_depths()).items():
+                        self._metrics.dlq_depth.labels(name).set(depth)
+                except Exception as exc:  # noqa: BLE001 - a gauge must not stop the role
+                    log.debug("cannot read DLQ depths: %s", exc)
+                for c in self.consumers:
+                    c.dead_lettered.clear()
+                for w in waits:
+                    w.cancel()
+                waits = [asyncio.create_task(c.dead_lettered.wait()) for c in self.consumers]
+                await asyncio.wait(waits, timeout=self._poll_interval)
+                await asyncio.sleep(0.2)  # let a burst of dead-letterings settle
+        finally:
+            for w in waits:
+                w.cancel()

@@ -1,0 +1,35 @@
+"""AMQP headers sensord sets on retried and dead-lettered notifications (docs/channels.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ATTEMPTS_HEADER = "x-sensord-attempts"
+ERROR_HEADER = "x-sensord-error"
+CHANNEL_HEADER = "x-sensord-channel"
+DEAD_AT_HEADER = "x-sensord-dead-at"
+# headers RabbitMQ adds on dead-lettering; attempts are counted from our own header
+BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+
+
+def header_int(headers: dict[str, Any], name: str) -> int:
+    value = headers.get(name, 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def header_str(headers: dict[str, Any], name: str) -> str:
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
