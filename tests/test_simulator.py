@@ -329,7 +329,7 @@ def topic_root() -> str:
 
 @pytest.mark.parametrize(
     ("qos", "count", "extra"),
-    [(1, 2000, ["--max-inflight", "50"]), (0, 3000, [])],
+    [(1, 2000, ["--max-inflight", "50"]), (0, 2000, [])],
     ids=["qos1-bounded", "qos0"],
 )
 def test_every_message_arrives_with_a_valid_payload(
