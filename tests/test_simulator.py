@@ -329,8 +329,8 @@ def topic_root() -> str:
 
 @pytest.mark.parametrize(
     ("qos", "count", "extra"),
-    [(1, 2000, ["--max-inflight", "50"]), (0, 3000, [])],
-    ids=["qos1-bounded", "qos0"],
+    [(1, 2000, ["--max-inflight", "50"]), (0, 2000, []), (2, 500, ["--max-inflight", "20"])],
+    ids=["qos1-bounded", "qos0", "qos2"],
 )
 def test_every_message_arrives_with_a_valid_payload(
     topic_root: str, qos: int, count: int, extra: list[str]
