@@ -19,6 +19,7 @@ from sensord.amqp import declare_topology_once, make_broker
 from sensord.api import AlertsApi
 from sensord.bridge import MqttBridge
 from sensord.config import Settings
+from sensord.dedup import HandledEvents
 from sensord.events import Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
@@ -54,11 +55,10 @@ class Service:
         self.broker = make_broker(settings.amqp)
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
-        self.db = open_state_db(settings.resolve(settings.state.path)) if self.edge else None
+        # the state file: the edge's outbox and alerts, the notify role's handled event ids
+        self.db = open_state_db(settings.resolve(settings.state.path))
         self.outbox = Outbox(
-            self.db if self.db is not None else open_memory_db(),
-            settings.amqp.max_pending,
-            self.metrics,
+            self.db if self.edge else open_memory_db(), settings.amqp.max_pending, self.metrics
         )
         self.publisher = OutboxDrain(self.broker, settings.amqp, self.outbox, self.metrics)
         self.store = (
@@ -73,7 +73,7 @@ class Service:
                     for rule in settings.alerts.inhibit
                 ],
             )
-            if self.db is not None
+            if self.edge
             else None
         )
         self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
@@ -85,7 +85,11 @@ class Service:
                 make_channel(ch, settings, external_url, console) for ch in settings.channels
             ]
             self.notifier = Notifier(
-                settings.amqp, list(settings.channels), self.channels, self.metrics
+                settings.amqp,
+                list(settings.channels),
+                self.channels,
+                self.metrics,
+                handled=HandledEvents(self.db),
             )
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
         self.http = HttpServer(settings.http, self.metrics, self.readiness, self.status, api)
@@ -269,8 +273,7 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
-            if self.db is not None:
-                stack.callback(self.db.close)
+            stack.callback(self.db.close)
             await self.http.start()
             stack.push_async_callback(self.http.stop)
             for channel in self.channels:

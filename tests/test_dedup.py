@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aio_pika
+import pytest
+
 from sensord.dedup import HandledEvents
+from sensord.events import AlertEvent, Severity
 from sensord.outbox import open_state_db
+from tests.support import AMQP_URL, SensordProcess, WebhookSink, running
 
 
 def test_handled_events_are_remembered_per_channel_and_across_restarts(tmp_path: Path) -> None:
@@ -25,3 +32,49 @@ def test_old_entries_are_pruned(tmp_path: Path) -> None:
     assert handled.prune(now=1150.0) == 1
     assert not handled.seen("hook", "old")
     assert handled.seen("hook", "new")
+
+
+@pytest.mark.e2e
+async def test_a_redelivered_event_is_notified_once(
+    sensord: SensordProcess, webhook: WebhookSink
+) -> None:
+    """The same event twice on the channel queue (as after a crash before the ack)."""
+    sensord.role = "notify"
+    sensord.rules_yaml = "rules: []\n"
+    sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
+    now = datetime.now(UTC)
+    event = AlertEvent(
+        event_id=str(uuid.uuid4()),
+        fingerprint="f00dfeed00000001",
+        status="firing",
+        rule="hot",
+        severity=Severity.CRITICAL,
+        labels={
+            "alertname": "hot",
+            "site": "p",
+            "device": "d",
+            "kind": "temperature",
+            "severity": "critical",
+        },
+        annotations={},
+        value=99.0,
+        threshold=80.0,
+        starts_at=now,
+        observed_at=now,
+    )
+    async with running(sensord):
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            ch = await conn.channel()
+            ex = await ch.get_exchange(f"{sensord.prefix}.alerts")
+            for _ in range(2):
+                await ex.publish(
+                    aio_pika.Message(event.model_dump_json().encode(), message_id=event.event_id),
+                    routing_key=event.routing_key,
+                )
+        metrics = await sensord.wait_metric(
+            'sensord_notifications_total{channel="hook",outcome="duplicate"}', 1
+        )
+        assert await sensord.stop() == 0
+    assert len(webhook.bodies) == 1
+    assert metrics['sensord_notifications_total{channel="hook",outcome="sent"}'] == 1

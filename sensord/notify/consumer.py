@@ -36,6 +36,7 @@ from sensord.amqp import (
     tier_at_least,
 )
 from sensord.config import AmqpSettings, ChannelSettings, RateLimitSettings
+from sensord.dedup import HandledEvents
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.metrics import Metrics
@@ -149,8 +150,11 @@ class ChannelConsumer:
         settings: ChannelSettings,
         channel: NotificationChannel,
         metrics: Metrics,
+        handled: HandledEvents | None = None,
     ) -> None:
         self.settings = settings
+        self._handled = handled
+        self._claimed: set[str] = set()  # event ids being delivered by this consumer
         self.channel = channel
         self._amqp = amqp
         self._metrics = metrics
@@ -171,7 +175,7 @@ class ChannelConsumer:
         # labelled children looked up once: labels() costs a lock and a dict per call
         self._outcomes = {
             outcome: metrics.notifications.labels(settings.name, outcome)
-            for outcome in ("sent", "retried", "dead", "skipped", "throttled")
+            for outcome in ("sent", "retried", "dead", "skipped", "throttled", "duplicate")
         }
         self._seconds = metrics.notification_seconds.labels(settings.name)
 
@@ -226,6 +230,28 @@ class ChannelConsumer:
             await self._to_dead(message, headers, attempts, reason)
             self._count("dead")
             return
+        if event.event_id in self._claimed or (
+            self._handled is not None and self._handled.seen(name, event.event_id)
+        ):
+            # notified before (or being notified now), then redelivered: a crash or a cut
+            # before the ack. Once only.
+            self._acks.settle(message)
+            self._count("duplicate")
+            return
+        self._claimed.add(event.event_id)
+        try:
+            await self._deliver(message, headers, event, attempts)
+        finally:
+            self._claimed.discard(event.event_id)
+
+    async def _deliver(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        event: AlertEvent,
+        attempts: int,
+    ) -> None:
+        name = self.settings.name
         if not matches(self.settings, event.labels) or (
             event.status == "resolved" and not self.settings.send_resolved
         ):
@@ -249,6 +275,8 @@ class ChannelConsumer:
             error = NotifyError(f"{type(exc).__name__}: {exc}", retryable=True)
             await self._failed(message, headers, event, attempts + 1, error)
         else:
+            if self._handled is not None:
+                self._handled.record(name, event.event_id)
             self._acks.settle(message)
             self._count("sent")
         finally:
@@ -346,14 +374,16 @@ class Notifier:
         channel_settings: list[ChannelSettings],
         channels: list[NotificationChannel],
         metrics: Metrics,
+        *,
         dlq_poll_interval: float = DLQ_POLL_INTERVAL,
+        handled: HandledEvents | None = None,
     ) -> None:
         self._amqp = amqp
         self._settings = channel_settings
         self._metrics = metrics
         self._poll_interval = dlq_poll_interval
         self.consumers = [
-            ChannelConsumer(amqp, s, c, metrics)
+            ChannelConsumer(amqp, s, c, metrics, handled)
             for s, c in zip(channel_settings, channels, strict=True)
         ]
         self._connection: AbstractRobustConnection | None = None
