@@ -407,7 +407,8 @@ class Notifier:
         await setup.close()
         for consumer in self.consumers:
             await consumer.start(self._connection)
-        self._poller = asyncio.create_task(self._poll_dlq(), name="dlq-depth")
+        if self.consumers:  # no channel, no dead-letter queue to watch
+            self._poller = asyncio.create_task(self._poll_dlq(), name="dlq-depth")
 
     async def stop(self, grace: float = 10.0) -> None:
         if self._poller is not None:
