@@ -155,6 +155,8 @@ class ChannelConsumer:
         self.settings = settings
         self._handled = handled
         self._claimed: set[str] = set()  # event ids being delivered by this consumer
+        # per fingerprint while in use: (lock, number of messages holding or awaiting it)
+        self._order: dict[str, tuple[asyncio.Lock, int]] = {}
         self.channel = channel
         self._amqp = amqp
         self._metrics = metrics
@@ -239,10 +241,21 @@ class ChannelConsumer:
             self._count("duplicate")
             return
         self._claimed.add(event.event_id)
+        # one alert's events go out in the order they arrived (firing before its
+        # resolution), while other alerts' events are delivered concurrently
+        fp = event.fingerprint
+        lock, users = self._order.get(fp) or (asyncio.Lock(), 0)
+        self._order[fp] = (lock, users + 1)
         try:
-            await self._deliver(message, headers, event, attempts)
+            async with lock:
+                await self._deliver(message, headers, event, attempts)
         finally:
             self._claimed.discard(event.event_id)
+            lock, users = self._order[fp]
+            if users == 1:
+                del self._order[fp]
+            else:
+                self._order[fp] = (lock, users - 1)
 
     async def _deliver(
         self,
