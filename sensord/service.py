@@ -10,6 +10,7 @@ from collections import deque
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TextIO
 
+import aio_pika
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sensord import __version__
@@ -261,11 +262,40 @@ class Service:
     # ---- lifecycle
 
     async def _connect_amqp(self) -> None:
-        # With fail_fast=False, start() returns only once RabbitMQ is reachable (FACTS.md).
-        await self.broker.start()
-        await declare_topology_once(self.settings.amqp, list(self.settings.channels))
-        if self.notifier is not None:
-            await self.notifier.start()
+        """Connect and declare; a connection lost meanwhile is retried, never fatal.
+
+        A topology conflict (PRECONDITION_FAILED: a queue declared with other arguments)
+        is a configuration error and stops sensord.
+        """
+        attempt = 0
+        while True:
+            try:
+                # With fail_fast=False, start() returns once RabbitMQ is reachable (FACTS.md).
+                await self.broker.start()
+                await declare_topology_once(self.settings.amqp, list(self.settings.channels))
+                if self.notifier is not None:
+                    await self.notifier.start()
+                break
+            except aio_pika.exceptions.ChannelPreconditionFailed:
+                raise
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                aio_pika.exceptions.AMQPError,
+                TimeoutError,
+            ) as exc:
+                attempt += 1
+                log.warning(
+                    "RabbitMQ connection lost while starting (%s: %s); retrying",
+                    type(exc).__name__,
+                    exc,
+                )
+                if self.notifier is not None:
+                    with contextlib.suppress(Exception):
+                        await self.notifier.stop(grace=0)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(min(self.settings.amqp.reconnect_interval * attempt, 10.0))
         self.amqp_up.set()
         self.metrics.amqp_connected.set(1)
         self.publisher.ready.set()
