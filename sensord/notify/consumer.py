@@ -406,6 +406,7 @@ class Notifier:
     async def start(self) -> None:
         """Connect (waiting for RabbitMQ), declare the topology, start consuming."""
         url = self._amqp.url.get_secret_value()
+        failures = 0
         while True:
             try:
                 self._connection = await aio_pika.connect_robust(
@@ -413,7 +414,11 @@ class Notifier:
                 )
                 break
             except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
-                log.warning("notify: RabbitMQ unreachable (%s); retrying", exc)
+                failures += 1
+                if failures == 1 or failures % 60 == 0:  # bounded: an outage can be long
+                    log.warning(
+                        "notify: RabbitMQ unreachable (%s); retrying (attempt %d)", exc, failures
+                    )
                 await asyncio.sleep(self._amqp.reconnect_interval)
         setup = await self._connection.channel()
         await declare_topology(setup, self._amqp, self._settings)
