@@ -22,6 +22,7 @@ from sensord.http import HttpServer
 from sensord.metrics import Metrics
 from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
 from sensord.publish import AlertPublisher
+from sensord.quarantine import Quarantine
 from sensord.rules import AlertTransition, Rule, RuleEngine
 from sensord.systemd import SystemdNotifier
 
@@ -49,7 +50,14 @@ class Service:
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
         self.publisher = AlertPublisher(self.broker, settings.amqp, self.metrics)
-        self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
+        self.quarantine = Quarantine(self.broker, settings.amqp, settings.ingest, self.metrics)
+        self.bridge = MqttBridge(
+            settings.mqtt,
+            self._on_reading,
+            self.metrics,
+            ingest=settings.ingest,
+            on_refused=self.quarantine.refuse,
+        )
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
         if self.notifying:
@@ -205,6 +213,9 @@ class Service:
         # With fail_fast=False, start() returns only once RabbitMQ is reachable (FACTS.md).
         await self.broker.start()
         await declare_topology(self.broker, self.settings.amqp, list(self.settings.channels))
+        if self.edge:
+            await self.quarantine.declare()
+            self.quarantine.ready.set()
         self.amqp_up.set()
         self.metrics.amqp_connected.set(1)
         self.publisher.ready.set()
@@ -243,6 +254,7 @@ class Service:
                 if self.edge:
                     bridge_task = tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
                     publish_task = tg.create_task(self.publisher.run(stop), name="alert-publisher")
+                    tg.create_task(self.quarantine.run(stop), name="quarantine")
                 await stop.wait()
                 log.info("stopping")
                 if self.edge:
