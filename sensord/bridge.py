@@ -327,7 +327,6 @@ class MqttBridge:
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
         metrics = self._metrics
-        metrics.messages += 1
         try:
             try:
                 topic = msg.topic
@@ -352,6 +351,7 @@ class MqttBridge:
                     last_ts[key] = ts
                 metrics.readings += 1
                 self._sink(reading, now)
+        metrics.messages += 1  # last: once it moved, the message is fully accounted for
         if msg.qos:
             self.client.ack(msg.mid, msg.qos)
 
