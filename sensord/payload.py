@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from sensord.errors import PayloadError
@@ -29,6 +29,9 @@ _MS_THRESHOLD = 100_000_000_000  # epoch numbers above this are milliseconds (af
 _SENML_RELATIVE = 2**28  # RFC 8428 §4.5.3: smaller times are relative to now
 _TOPIC_CACHE_MAX = 100_000
 _SENML_SEPARATORS = ("/", ":")
+_JSON_WS = " \t\n\r"
+# json.loads' own scanner: raises StopIteration on empty or invalid input
+_scan: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, not in typeshed
 
 _Labels = tuple[str, str, str, dict[str, str]]
 
@@ -156,8 +159,16 @@ class PayloadParser:
         site, device, kind, extra = self.topics.labels(topic)
         try:
             # decode first: json.loads(bytes) would also accept UTF-16/32 and lone surrogates
-            data = json.loads(payload.decode("utf-8-sig"))
-        except (ValueError, UnicodeDecodeError):
+            # (and the C utf-8 codec, then dropping a BOM, is ~4x cheaper than utf-8-sig)
+            text = payload.decode("utf-8")
+            if text.startswith("\ufeff"):
+                text = text[1:]
+            # json.loads minus its two whitespace regex matches: strip JSON whitespace only
+            text = text.strip(_JSON_WS)
+            data, end = _scan(text, 0)
+            if end != len(text):
+                raise ValueError("extra data")
+        except (ValueError, UnicodeDecodeError, StopIteration):
             raise PayloadError(NOT_JSON, "payload is neither JSON nor a number") from None
         if isinstance(data, dict):
             if "value" not in data:

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from sensord.errors import PayloadError
 from sensord.events import Reading
@@ -363,3 +365,28 @@ def test_unit_refusals_and_untouched_kinds() -> None:
 def test_unknown_target_unit_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="unknown unit"):
         PayloadParser(TEMPLATE, 1024, units={"temperature": "Rankine"})
+
+
+@settings(max_examples=500, database=None)
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.text(alphabet=' \t\n\r\x0b\x0c0123456789.eE+-[]{}":,nultrueNaIfiy', max_size=20),
+    )
+)
+def test_not_json_exactly_when_json_loads_refuses(text: str) -> None:
+    """The fast JSON path refuses exactly what json.loads refuses (a leading BOM aside)."""
+    assume(not text.startswith("\ufeff"))
+    try:
+        json.loads(text)
+    except ValueError:
+        expected_not_json = True
+    else:
+        expected_not_json = False
+    parser = PayloadParser(TEMPLATE, 1 << 20)
+    reason = None
+    try:
+        parser.parse(TOPIC_NAME, text.encode(), NOW)
+    except PayloadError as exc:
+        reason = exc.reason
+    assert (reason == NOT_JSON) == expected_not_json, reason
