@@ -157,6 +157,8 @@ class Service:
             "readings_total": self.metrics.readings,
             "readings_per_s": round(rate, 1),
             "invalid_total": {k: v for k, v in self.metrics.invalid.items() if v},
+            "duplicates_total": self.metrics.duplicates,
+            "quarantine_pending": self.quarantine.pending,
             "alerts_active": active,
             "alerts_pending_publish": self.publisher.pending,
             "channels": [ch.name for ch in self.settings.channels] if self.notifying else [],
