@@ -27,6 +27,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -55,8 +56,9 @@ _PUBACK_FMT = struct.Struct("!BBH")
 class IngestClient(mqtt.Client):
     """paho's Client with buffered reads, batched PUBACKs and no per-message filter match.
 
-    Overrides three private paho 2.2 methods (`_sock_recv`, `_sock_close`,
-    `_handle_on_message`) and uses `_packet_read`, `_packet_queue`, `_loop_rc_handle`;
+    Overrides four private paho 2.2 methods (`_sock_recv`, `_sock_close`, `_packet_read`,
+    `_handle_on_message`) and uses `_in_packet`, `_packet_handle`, `_packet_queue`,
+    `_loop_rc_handle`;
     the real-broker tests run through all of them, so an incompatible paho fails there.
     """
 
@@ -118,18 +120,61 @@ class IngestClient(mqtt.Client):
         self._packet_queue(_PUBACK, data, 0, 0)
         self.loop_write()
 
+    def _packet_read(self) -> MQTTErrorCode:
+        """Frame a packet straight out of the buffer when it is all there, else paho's way.
+
+        Only the framing (fixed header, remaining length) is done here; paho's
+        `_packet_handle` still decodes and handles the packet, as it would after its own
+        three reads. A packet split across recv()s goes through paho's incremental reader.
+        """
+        buf, pos = self._rbuf, self._rpos
+        if self._in_packet["command"] or pos >= len(buf):
+            return super()._packet_read()
+        end_buf = len(buf)
+        i, mult, length = pos + 1, 1, 0
+        while True:
+            if i >= end_buf or i - pos > 4:  # length incomplete here (or malformed): paho
+                return super()._packet_read()
+            byte = buf[i]
+            i += 1
+            length += (byte & 127) * mult
+            mult *= 128
+            if not byte & 128:
+                break
+        end = i + length
+        if end > end_buf:
+            return super()._packet_read()
+        self._rpos = end
+        packet = self._in_packet
+        packet["command"] = buf[pos]
+        packet["remaining_length"] = length
+        packet["packet"] = buf[i:end]  # type: ignore[typeddict-item]  # bytes: paho decodes both
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            log.debug("malformed MQTT packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        packet["command"] = 0
+        packet["remaining_length"] = 0
+        packet["packet"] = bytearray()
+        return rc
+
     def read_batch(self, max_packets: int) -> bool:
         """Handle up to max_packets packets; True if more may be waiting (socket or buffer)."""
-        for _ in range(max_packets):
-            if self._sock is None:
-                return False
-            rc = self._packet_read()
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                return False
-            if rc > 0:
-                self._loop_rc_handle(rc)
-                return False
-        return True
+        try:
+            for _ in range(max_packets):
+                if self._sock is None:
+                    return False
+                rc = self._packet_read()
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                    return False
+                if rc > 0:
+                    self._loop_rc_handle(rc)
+                    return False
+            return True
+        finally:
+            # paho's keepalive watches incoming bytes; once per batch is often enough
+            self._last_bytes_received = time.monotonic()
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

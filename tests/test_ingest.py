@@ -310,3 +310,20 @@ async def test_tls_with_client_certificate(tmp_path: Path) -> None:
             assert bad.readings == []
     finally:
         broker.stop()
+
+
+async def test_packets_split_across_reads_are_framed_right(broker: PrivateMosquitto) -> None:
+    """Payloads from tiny to over max_payload: packets straddle the 64 KiB buffer refills."""
+    sizes = [5, 70_000, 40_000, 1, 65_000, 30_000, 100_000, 7] * 3
+    pub = MqttPublisher(broker.port)
+    try:
+        async with bridge_running(broker.port) as c:
+            for i, size in enumerate(sizes):
+                body = json.dumps({"value": i, "pad": "x" * max(0, size - 30)}).encode()
+                pub.client.publish(topic(f"t-{i}"), body, qos=1)
+            await wait_for(lambda: c.metrics.messages == len(sizes), timeout=30)
+    finally:
+        pub.close()
+    accepted = [i for i, size in enumerate(sizes) if size <= 65_000]
+    assert [r.value for r in c.readings] == [float(i) for i in accepted]
+    assert c.metrics.invalid["too_large"] == len(sizes) - len(accepted)
