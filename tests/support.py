@@ -440,7 +440,7 @@ class TlsFiles:
     client_key: Path
 
 
-def make_tls_files(workdir: Path) -> TlsFiles:
+def make_tls_files(workdir: Path, server_san: str = "IP:127.0.0.1,DNS:localhost") -> TlsFiles:
     """Generate a throwaway PKI with the openssl CLI (EC P-256 keys: fast)."""
 
     def run(*args: str) -> None:
@@ -453,7 +453,7 @@ def make_tls_files(workdir: Path) -> TlsFiles:
     run("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=sensord test CA",
         "-days", "2", "-out", "ca.pem")  # fmt: skip
     for name, ext in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("server", f"subjectAltName={server_san}"),
         ("client", "extendedKeyUsage=clientAuth"),
     ):
         key(f"{name}.key")

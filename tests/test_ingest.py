@@ -327,3 +327,23 @@ async def test_packets_split_across_reads_are_framed_right(broker: PrivateMosqui
     accepted = [i for i, size in enumerate(sizes) if size <= 65_000]
     assert [r.value for r in c.readings] == [float(i) for i in accepted]
     assert c.metrics.invalid["too_large"] == len(sizes) - len(accepted)
+
+
+async def test_tls_insecure_skips_only_the_host_name_check(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path, server_san="DNS:broker.invalid")  # not 127.0.0.1
+    broker = PrivateMosquitto(tmp_path, tls=tls, persistence=False)
+    broker.start()
+    opts: dict[str, Any] = {
+        "url": f"mqtts://127.0.0.1:{broker.port}",
+        "ca_file": str(tls.ca),
+        "cert_file": str(tls.client_cert),
+        "key_file": str(tls.client_key),
+    }
+    try:
+        async with bridge_running(broker.port, wait=False, **opts) as strict:
+            await asyncio.sleep(1.5)
+            assert not strict.bridge.connected.is_set()  # name mismatch: refused
+        async with bridge_running(broker.port, tls_insecure=True, **opts) as lax:
+            assert lax.bridge.connected.is_set()  # same chain, host name not checked
+    finally:
+        broker.stop()
