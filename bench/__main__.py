@@ -28,6 +28,12 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     parser.add_argument("--messages", type=_positive, default=defaults.messages)
     parser.add_argument("--runs", type=_positive, default=defaults.runs)
     parser.add_argument(
+        "--sensors",
+        type=_positive,
+        default=defaults.sensors,
+        help="distinct sensors (topics) the messages are spread over",
+    )
+    parser.add_argument(
         "--scenario",
         action="append",
         choices=SCENARIOS,
@@ -59,6 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     return BenchConfig(
         messages=args.messages,
         runs=args.runs,
+        sensors=args.sensors,
         broker_inflight=args.broker_inflight,
         publish_window=args.publish_window,
         idle_timeout=args.idle_timeout,

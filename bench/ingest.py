@@ -1,12 +1,13 @@
-"""MQTT ingest benchmark: sensord's MqttBridge + rule engine against mosquitto_sub.
+"""MQTT ingest benchmark: sensord's MqttBridge + rule engine against mosquitto_sub and paho.
 
-Both receivers get the same load from the same private broker in the same run, one at a
-time, in alternating order; the result is a ratio of medians (CONVENTIONS.md point 10).
+Every receiver gets the same load from the same private broker in the same run, one at a
+time, in rotating order; the results are ratios of medians (CONVENTIONS.md point 10).
+(a) mosquitto_sub, (b) a bare paho loop and (c) sensord each run in their own process;
+sensord's rate is read from its own readings counter, and its peak RSS is reported.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
@@ -26,16 +27,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from bench.broker import PrivateMosquitto
-from bench.load import TOPIC_FILTER, TOPIC_TEMPLATE, mean_payload_bytes
-from sensord.bridge import MqttBridge
-from sensord.config import MqttSettings
-from sensord.events import Reading
-from sensord.metrics import Metrics
-from sensord.rules import Rule, RuleEngine
+from bench.load import TOPIC_FILTER, mean_payload_bytes
 
-Receiver = Literal["mosquitto_sub", "sensord"]
+Receiver = Literal["mosquitto_sub", "paho", "sensord"]
 Scenario = Literal["qos1_backlog", "qos0_live"]
-RECEIVERS: tuple[Receiver, ...] = ("mosquitto_sub", "sensord")
+RECEIVERS: tuple[Receiver, ...] = ("mosquitto_sub", "paho", "sensord")
 SCENARIOS: tuple[Scenario, ...] = ("qos1_backlog", "qos0_live")
 
 NOTES: dict[Scenario, str] = {
@@ -43,8 +39,9 @@ NOTES: dict[Scenario, str] = {
         "Drain of N QoS 1 messages queued for an offline persistent session (publisher "
         "finished before the clock starts), so this measures the receiver. mosquitto_sub is "
         "timed from process start until it exits after N messages (process start and "
-        "connect included, nothing subtracted); sensord from bridge.run() until the Nth "
-        "reading left the rule engine (connect included). Each QoS 1 message is acked. "
+        "connect included, nothing subtracted); paho and sensord (own processes) from their "
+        "connect until the Nth message (sensord: its readings counter, after the rule "
+        "engine) (connect included). Each QoS 1 message is acked. "
         "publisher: how fast the backlog was loaded beforehand (not part of the ratio)."
     ),
     "qos0_live": (
@@ -55,26 +52,6 @@ NOTES: dict[Scenario, str] = {
     ),
 }
 
-BENCH_RULES: list[dict[str, Any]] = [  # as in rules/temperature.yaml
-    {
-        "name": "critical-temperature",
-        "match": {"kind": "temperature"},
-        "above": 80,
-        "clear_below": 75,
-        "for": "10s",
-        "severity": "critical",
-        "labels": {"team": "facilities"},
-        "annotations": {"summary": "{site}/{device} temperature {value:.1f} above {threshold:g}"},
-    },
-    {
-        "name": "sensor-silent",
-        "match": {"kind": "temperature"},
-        "absent_for": "60s",
-        "severity": "warning",
-        "annotations": {"summary": "{site}/{device} sent no temperature for 60s"},
-    },
-]
-
 
 def progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
@@ -82,7 +59,8 @@ def progress(text: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
-    messages: int = 100_000
+    messages: int = 200_000
+    sensors: int = 10_000
     runs: int = 3
     broker_inflight: int = 1000
     publish_window: int = 1000
@@ -129,7 +107,7 @@ def _uid() -> str:
 class Publisher:
     """`python -m bench.load` in its own process; `go()` starts it, `result()` waits."""
 
-    def __init__(self, port: int, messages: int, qos: int, window: int) -> None:
+    def __init__(self, port: int, messages: int, qos: int, window: int, sensors: int) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -139,6 +117,7 @@ class Publisher:
                 f"--messages={messages}",
                 f"--qos={qos}",
                 f"--window={window}",
+                f"--sensors={sensors}",
                 f"--client-id=bench-pub-{_uid()}",
             ],
             stdin=subprocess.PIPE,
@@ -178,7 +157,9 @@ class Publisher:
 
 
 def publish_backlog(broker: PrivateMosquitto, cfg: BenchConfig) -> Measurement:
-    pub = Publisher(broker.port, cfg.messages, qos=1, window=cfg.publish_window)
+    pub = Publisher(
+        broker.port, cfg.messages, qos=1, window=cfg.publish_window, sensors=cfg.sensors
+    )
     try:
         pub.go()
         return pub.result(timeout=cfg.messages / 1000 + 60)
@@ -288,82 +269,70 @@ def run_mosquitto_sub(
     return Measurement(received=received, seconds=end - start)
 
 
-# ---------------------------------------------------------------- sensord
+# ---------------------------------------------------------------- paho and sensord
 
 
-@dataclass(slots=True)
-class _CountingSink:
-    """The per-reading work of sensord's service: the rule engine, then counting."""
-
-    engine: RuleEngine
-    target: int
-    done: asyncio.Event
-    count: int = 0
-    transitions: int = 0
-    finished_at: float = 0.0
-
-    def __call__(self, reading: Reading, now: float) -> None:
-        self.transitions += len(self.engine.observe(reading, now))
-        self.count += 1
-        if self.count == self.target:
-            self.finished_at = time.perf_counter()
-            self.done.set()
+@dataclass(frozen=True, slots=True)
+class ProcessMeasurement(Measurement):
+    peak_rss_kb: int = 0
 
 
-async def _ticker(engine: RuleEngine) -> None:
-    # service.py runs engine.tick once a second next to the ingest; so does the bench
-    while True:
-        await asyncio.sleep(1.0)
-        engine.tick(time.time())
+def _run_python_receiver(  # noqa: PLR0917 - the RunReceiver signature plus the receiver
+    receiver: Literal["paho", "sensord"],
+    cfg: BenchConfig,
+    broker: PrivateMosquitto,
+    scenario: Scenario,
+    client_id: str,
+    publisher: Publisher | None,
+) -> ProcessMeasurement:
+    """`python -m bench.receive` in its own process, so that its peak RSS is its own."""
+    backlog = scenario == "qos1_backlog"
+    args = [
+        sys.executable,
+        "-m",
+        "bench.receive",
+        receiver,
+        f"--port={broker.port}",
+        f"--client-id={client_id}",
+        f"--messages={cfg.messages}",
+        f"--qos={1 if backlog else 0}",
+        f"--idle-timeout={cfg.idle_timeout}",
+    ]
+    if backlog:
+        args.append("--persistent")
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
+    try:
+        go = 0.0
+        if publisher is not None:
+            broker.wait_subscribed(client_id, TOPIC_FILTER)
+            go = time.monotonic()
+            publisher.go()
+        out, _ = proc.communicate(timeout=cfg.messages / 500 + 120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{receiver} receiver failed with exit status {proc.returncode}")
+    data = json.loads(out.strip().splitlines()[-1])
+    start = go if publisher is not None else float(data["started"])
+    return ProcessMeasurement(
+        received=int(data["received"]),
+        seconds=float(data["finished"]) - start,
+        peak_rss_kb=int(data["peak_rss_kb"]),
+    )
 
 
-async def _receive_sensord(
+def run_paho(
     cfg: BenchConfig,
     broker: PrivateMosquitto,
     scenario: Scenario,
     client_id: str,
     publisher: Publisher | None,
 ) -> Measurement:
-    backlog = scenario == "qos1_backlog"
-    settings = MqttSettings(
-        url=f"mqtt://127.0.0.1:{broker.port}",
-        client_id=client_id,
-        topics=[TOPIC_FILTER],
-        topic_template=TOPIC_TEMPLATE,
-        qos=1 if backlog else 0,
-        persistent_session=backlog,
-    )
-    engine = RuleEngine([Rule.model_validate(r) for r in BENCH_RULES])
-    sink = _CountingSink(engine, cfg.messages, asyncio.Event())
-    metrics = Metrics()
-    bridge = MqttBridge(settings, sink, metrics)
-    stop = asyncio.Event()
-    ticker = asyncio.create_task(_ticker(engine), name="bench-tick")
-    start = time.perf_counter()
-    runner = asyncio.create_task(bridge.run(stop), name="bench-bridge")
-    try:
-        if publisher is not None:
-            await asyncio.to_thread(broker.wait_subscribed, client_id, TOPIC_FILTER)
-            start = time.perf_counter()
-            publisher.go()
-        last_count, last_growth = -1, time.perf_counter()
-        while not sink.done.is_set():
-            try:
-                await asyncio.wait_for(sink.done.wait(), 0.1)
-            except TimeoutError:
-                now = time.perf_counter()
-                if sink.count != last_count:
-                    last_count, last_growth = sink.count, now
-                elif now - last_growth > cfg.idle_timeout:
-                    break
-    finally:
-        stop.set()
-        ticker.cancel()
-        await runner
-    if metrics.invalid and any(metrics.invalid.values()):
-        progress(f"sensord refused messages: {metrics.invalid}")
-    end = sink.finished_at if sink.done.is_set() else last_growth
-    return Measurement(received=sink.count, seconds=end - start)
+    return _run_python_receiver("paho", cfg, broker, scenario, client_id, publisher)
 
 
 def run_sensord(
@@ -373,7 +342,7 @@ def run_sensord(
     client_id: str,
     publisher: Publisher | None,
 ) -> Measurement:
-    return asyncio.run(_receive_sensord(cfg, broker, scenario, client_id, publisher))
+    return _run_python_receiver("sensord", cfg, broker, scenario, client_id, publisher)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -384,6 +353,7 @@ RunReceiver = Callable[
 ]
 RUNNERS: dict[Receiver, RunReceiver] = {
     "mosquitto_sub": run_mosquitto_sub,
+    "paho": run_paho,
     "sensord": run_sensord,
 }
 
@@ -395,9 +365,19 @@ class ScenarioResult:
     )
     publisher: Series = field(default_factory=Series)
 
-    def ratio(self) -> float | None:
-        reference = self.receivers["mosquitto_sub"].median
-        return self.receivers["sensord"].median / reference if reference > 0 else None
+    def ratio(self, reference: Receiver = "mosquitto_sub") -> float | None:
+        ref = self.receivers[reference].median
+        return self.receivers["sensord"].median / ref if ref > 0 else None
+
+    def peak_rss_kb(self) -> int:
+        return max(
+            (
+                m.peak_rss_kb
+                for m in self.receivers["sensord"].measurements
+                if isinstance(m, ProcessMeasurement)
+            ),
+            default=0,
+        )
 
 
 def _record(result: ScenarioResult, scenario: Scenario, receiver: Receiver, m: Measurement) -> None:
@@ -444,7 +424,7 @@ def measure_live(
 ) -> None:
     for receiver in order:
         # started (packets built, connected) before the receiver; go() once it subscribed
-        publisher = Publisher(broker.port, cfg.messages, qos=0, window=1)
+        publisher = Publisher(broker.port, cfg.messages, qos=0, window=1, sensors=cfg.sensors)
         try:
             measured = RUNNERS[receiver](cfg, broker, "qos0_live", _client_id(receiver), publisher)
             result.publisher.measurements.append(publisher.result(timeout=cfg.idle_timeout))
@@ -466,8 +446,9 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
     with PrivateMosquitto(max_inflight=cfg.broker_inflight, executable=cfg.mosquitto) as broker:
         progress(f"mosquitto {broker.version} on 127.0.0.1:{broker.port}")
         for run_no in range(cfg.runs):
-            # alternate who goes first, so drift on a noisy machine hits both receivers
-            order = RECEIVERS if run_no % 2 == 0 else RECEIVERS[::-1]
+            # rotate who goes first, so drift on a noisy machine hits every receiver
+            shift = run_no % len(RECEIVERS)
+            order = RECEIVERS[shift:] + RECEIVERS[:shift]
             for scenario in cfg.scenarios:
                 MEASURE[scenario](cfg, broker, order, results[scenario])
         version = broker.version
@@ -479,9 +460,11 @@ def report(
 ) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
     for scenario, res in results.items():
-        ratio = res.ratio()
+        ratio, ratio_paho = res.ratio(), res.ratio("paho")
         entry: dict[str, Any] = {r: res.receivers[r].to_json() for r in RECEIVERS}
         entry["ratio"] = round(ratio, 3) if ratio is not None else None
+        entry["ratio_to_paho"] = round(ratio_paho, 3) if ratio_paho is not None else None
+        entry["sensord_peak_rss_mib"] = round(res.peak_rss_kb() / 1024, 1)
         entry["complete"] = all(
             m.received == cfg.messages for s in res.receivers.values() for m in s.measurements
         )
@@ -494,7 +477,8 @@ def report(
         "messages": cfg.messages,
         "runs": cfg.runs,
         "payload_bytes": round(mean_payload_bytes(cfg.messages), 1),
-        "topics": 100,
+        "sensors": cfg.sensors,
+        "rules": "rules/temperature.yaml",
         "broker": {
             "mosquitto": mosquitto_version,
             "max_queued_messages": 0,

@@ -35,8 +35,9 @@ PUBACK = 0x40
 DISCONNECT = b"\xe0\x00"
 
 
-def topic(i: int) -> str:
-    return f"{TOPIC_ROOT}/plant-{i % 10}/t-{i % 100}/temperature"
+def topic(i: int, sensors: int = 100) -> str:
+    sensor = i % sensors
+    return f"{TOPIC_ROOT}/plant-{sensor % 10}/t-{sensor}/temperature"
 
 
 def payload(i: int) -> bytes:
@@ -69,10 +70,11 @@ def publish_packet(topic_name: str, body: bytes, qos: int, packet_id: int) -> by
     return bytes([0x30 | qos << 1]) + remaining_length(len(header) + len(body)) + header + body
 
 
-def build_packets(messages: int, qos: int) -> list[bytes]:
+def build_packets(messages: int, qos: int, sensors: int = 100) -> list[bytes]:
     # packet ids cycle through 1..65535; the window keeps far fewer than that unacked
     return [
-        publish_packet(topic(i), payload(i), qos, i % MAX_PACKET_ID + 1) for i in range(messages)
+        publish_packet(topic(i, sensors), payload(i), qos, i % MAX_PACKET_ID + 1)
+        for i in range(messages)
     ]
 
 
@@ -144,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--qos", type=int, choices=(0, 1), required=True)
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--client-id", default="bench-pub")
+    parser.add_argument("--sensors", type=int, default=100, help="distinct topics")
     args = parser.parse_args(argv)
 
-    packets = build_packets(args.messages, args.qos)
+    packets = build_packets(args.messages, args.qos, args.sensors)
     pub = RawPublisher(args.port, args.client_id)
     print("ready", flush=True)
     if not sys.stdin.readline():

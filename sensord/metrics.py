@@ -38,6 +38,26 @@ class _HotCounters(Collector):
         for reason, count in sorted(self._m.invalid.items()):
             invalid.add_metric([reason], count)
         yield invalid
+        yield CounterMetricFamily(
+            "sensord_mqtt_messages",
+            "MQTT messages received (each gives readings or one refusal)",
+            value=self._m.messages,
+        )
+        yield CounterMetricFamily(
+            "sensord_readings_duplicate",
+            "Readings skipped as QoS 1 redeliveries (same sensor, timestamp not newer)",
+            value=self._m.duplicates,
+        )
+        yield CounterMetricFamily(
+            "sensord_quarantine_published",
+            "Refused MQTT messages published to <prefix>.quarantine",
+            value=self._m.quarantined,
+        )
+        yield CounterMetricFamily(
+            "sensord_quarantine_dropped",
+            "Refused MQTT messages not quarantined: the buffer was full (RabbitMQ down)",
+            value=self._m.quarantine_dropped,
+        )
 
 
 class Metrics:
@@ -48,11 +68,15 @@ class Metrics:
         "alerts_unroutable",
         "amqp_connected",
         "dlq_depth",
+        "duplicates",
         "invalid",
+        "messages",
         "mqtt_connected",
         "notification_seconds",
         "notifications",
         "outbox_pending",
+        "quarantine_dropped",
+        "quarantined",
         "readings",
         "registry",
     )
@@ -61,6 +85,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.readings = 0
         self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self.duplicates = 0
+        self.messages = 0
+        self.quarantined = 0
+        self.quarantine_dropped = 0
         self.registry.register(_HotCounters(self))
         self.alerts = Counter(
             "sensord_alerts",

@@ -29,6 +29,7 @@ from sensord.notify.channels import make_channel
 from sensord.notify.consumer import Notifier
 from sensord.outbox import Outbox, open_memory_db, open_state_db
 from sensord.publish import OutboxDrain
+from sensord.quarantine import Quarantine
 from sensord.rules import AlertTransition, Rule, RuleEngine
 from sensord.silences import Matcher
 from sensord.systemd import SystemdNotifier
@@ -77,7 +78,14 @@ class Service:
             if self.edge
             else None
         )
-        self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
+        self.quarantine = Quarantine(self.broker, settings.amqp, settings.ingest, self.metrics)
+        self.bridge = MqttBridge(
+            settings.mqtt,
+            self._on_reading,
+            self.metrics,
+            ingest=settings.ingest,
+            on_refused=self.quarantine.refuse,
+        )
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
         self.notifier: Notifier | None = None
@@ -209,6 +217,8 @@ class Service:
             "readings_total": self.metrics.readings,
             "readings_per_s": round(rate, 1),
             "invalid_total": {k: v for k, v in self.metrics.invalid.items() if v},
+            "duplicates_total": self.metrics.duplicates,
+            "quarantine_pending": self.quarantine.pending,
             "alerts_active": active,
             "alerts_pending_publish": self.publisher.pending,
             "channels": [ch.name for ch in self.settings.channels] if self.notifying else [],
@@ -275,6 +285,9 @@ class Service:
                 await declare_topology_once(self.settings.amqp, list(self.settings.channels))
                 if self.notifier is not None:
                     await self.notifier.start()
+                if self.edge:
+                    await self.quarantine.declare()
+                    self.quarantine.ready.set()
                 break
             except aio_pika.exceptions.ChannelPreconditionFailed:
                 raise
@@ -338,6 +351,7 @@ class Service:
                 if self.edge:
                     bridge_task = tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
                     publish_task = tg.create_task(self.publisher.run(stop), name="alert-publisher")
+                    tg.create_task(self.quarantine.run(stop), name="quarantine")
                 await stop.wait()
                 log.info("stopping")
                 if self.edge:

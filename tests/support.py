@@ -571,3 +571,131 @@ class AlertmanagerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class PrivateMosquitto:
+    """A Mosquitto of the test's own on a free port: stopped and started by the test.
+
+    `max_queued_messages 0` keeps a whole backlog; `persistence` keeps sessions and queued
+    messages across a stop/start (saved on SIGTERM). Never the machine's shared broker.
+    """
+
+    def __init__(self, workdir: Path, *, persistence: bool = True, tls: TlsFiles | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.persistence = persistence
+        self.tls = tls
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
+
+    def config(self) -> str:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 0",
+            "max_inflight_messages 100",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type subscribe",
+        ]
+        if os.geteuid() == 0:  # as root Mosquitto drops to user mosquitto: no access to tmp
+            lines.append("user root")
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                "require_certificate true",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config())
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["/usr/sbin/mosquitto", "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mosquitto exited: {self.log_path.read_text()}")
+            try:
+                with socket.create_connection((MQTT_HOST, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"mosquitto did not listen on {self.port}")
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its persistence file and exits."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(workdir: Path, server_san: str = "IP:127.0.0.1,DNS:localhost") -> TlsFiles:
+    """Generate a throwaway PKI with the openssl CLI (EC P-256 keys: fast)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=workdir)
+
+    def key(name: str) -> None:
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name)
+
+    key("ca.key")
+    run("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=sensord test CA",
+        "-days", "2", "-out", "ca.pem")  # fmt: skip
+    for name, ext in (
+        ("server", f"subjectAltName={server_san}"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        key(f"{name}.key")
+        run("req", "-new", "-key", f"{name}.key", "-subj", f"/CN=sensord test {name}",
+            "-out", f"{name}.csr")  # fmt: skip
+        (workdir / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+            "-out", f"{name}.pem")  # fmt: skip
+    return TlsFiles(
+        ca=workdir / "ca.pem",
+        server_cert=workdir / "server.pem",
+        server_key=workdir / "server.key",
+        client_cert=workdir / "client.pem",
+        client_key=workdir / "client.key",
+    )
+
+
+def delete_mqtt_session(client_id: str, port: int = MQTT_PORT) -> None:
+    """A clean-session connect with the same id discards a persistent session."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True
+    )
+    with contextlib.suppress(OSError):
+        client.connect(MQTT_HOST, port)
+        client.loop_start()
+        client.disconnect()
+        client.loop_stop()

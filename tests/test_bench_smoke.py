@@ -20,7 +20,17 @@ MESSAGES = 2000
 @pytest.mark.timeout(60)
 def test_bench_prints_a_complete_comparison() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--messages", str(MESSAGES), "--runs", "1"],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--messages",
+            str(MESSAGES),
+            "--runs",
+            "1",
+            "--sensors",
+            "500",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,10 +44,12 @@ def test_bench_prints_a_complete_comparison() -> None:
     assert result["messages"] == MESSAGES
     assert set(result["scenarios"]) == {"qos1_backlog", "qos0_live"}
     backlog = result["scenarios"]["qos1_backlog"]
-    for receiver in ("mosquitto_sub", "sensord"):
+    assert result["sensors"] == 500
+    for receiver in ("mosquitto_sub", "paho", "sensord"):
         assert backlog[receiver]["received"] == [MESSAGES], receiver
         assert backlog[receiver]["median"] > 0, receiver
     for name, scenario in result["scenarios"].items():
-        ratio = scenario["ratio"]
-        assert isinstance(ratio, float), name
-        assert ratio > 0, name
+        for key in ("ratio", "ratio_to_paho"):
+            assert isinstance(scenario[key], float), (name, key)
+            assert scenario[key] > 0, (name, key)
+        assert scenario["sensord_peak_rss_mib"] > 10, name

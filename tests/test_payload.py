@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from sensord.errors import PayloadError
 from sensord.events import Reading
-from sensord.payload import NON_FINITE, NOT_JSON, REASONS, SCHEMA, TOO_LARGE, TOPIC, PayloadParser
+from sensord.payload import (
+    CLOCK_SKEW,
+    NON_FINITE,
+    NOT_JSON,
+    REASONS,
+    SCHEMA,
+    TOO_LARGE,
+    TOPIC,
+    UNIT,
+    PayloadParser,
+)
 
 TEMPLATE = "sensors/{site}/{device}/{kind}"
 TOPIC_NAME = "sensors/plant-1/t-7/temperature"
@@ -17,7 +30,8 @@ TS = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
 
 
 def parse(payload: bytes, topic: str = TOPIC_NAME, template: str = TEMPLATE) -> Reading:
-    return PayloadParser(template, 1024).parse(topic, payload, NOW)
+    (reading,) = PayloadParser(template, 1024).parse(topic, payload, NOW)
+    return reading
 
 
 def reason_of(payload: bytes, topic: str = TOPIC_NAME, template: str = TEMPLATE) -> str:
@@ -125,7 +139,7 @@ def test_too_large() -> None:
     parser = PayloadParser(TEMPLATE, 64)
     ok = b'{"value": 1, "unit": "' + b"x" * 40 + b'"}'
     assert len(ok) == 64
-    assert parser.parse(TOPIC_NAME, ok, NOW).value == 1.0
+    assert parser.parse(TOPIC_NAME, ok, NOW)[0].value == 1.0
     with pytest.raises(PayloadError) as info:
         parser.parse(TOPIC_NAME, ok[:-2] + b'x"}', NOW)
     assert info.value.reason == TOO_LARGE
@@ -195,12 +209,184 @@ def test_extra_named_segments_become_labels(
 
 def test_topic_labels_are_cached_per_topic_not_shared() -> None:
     parser = PayloadParser("sensors/{site}/{area}/{device}/{kind}", 1024)
-    a = parser.parse("sensors/p/hall-1/t-1/temperature", b"1", NOW)
-    b = parser.parse("sensors/p/hall-2/t-1/temperature", b"2", NOW)
-    again = parser.parse("sensors/p/hall-1/t-1/temperature", b"3", NOW)
+    (a,) = parser.parse("sensors/p/hall-1/t-1/temperature", b"1", NOW)
+    (b,) = parser.parse("sensors/p/hall-2/t-1/temperature", b"2", NOW)
+    (again,) = parser.parse("sensors/p/hall-1/t-1/temperature", b"3", NOW)
     assert (a.labels, b.labels, again.labels) == (
         {"area": "hall-1"},
         {"area": "hall-2"},
         {"area": "hall-1"},
     )
     assert again.value == 3.0
+
+
+def test_topic_templates_first_match_wins() -> None:
+    parser = PayloadParser(["a/{site}/{device}/{kind}", "{site}/{zone}/{device}/{kind}"], 1024)
+    (first,) = parser.parse("a/p/t-1/temperature", b"1", NOW)
+    (second,) = parser.parse("p/north/t-1/temperature", b"1", NOW)
+    assert (first.site, first.labels) == ("p", {})
+    assert (second.site, second.labels) == ("p", {"zone": "north"})
+    with pytest.raises(PayloadError) as info:
+        parser.parse("too/short", b"1", NOW)
+    assert info.value.reason == TOPIC
+    assert "none of the 2" in info.value.detail
+
+
+def senml(records: object, **kwargs: object) -> list[Reading]:
+    payload = json.dumps(records).encode()
+    return PayloadParser(TEMPLATE, 4096, **kwargs).parse(TOPIC_NAME, payload, NOW)  # type: ignore[arg-type]
+
+
+def test_senml_base_fields_apply_to_later_records() -> None:
+    readings = senml(
+        [
+            {"bn": "dev-9/", "bt": TS, "bu": "Cel", "bv": 10, "n": "temperature", "v": 1},
+            {"n": "temperature", "v": 2, "t": 60},
+            {"bn": "", "n": "humidity", "u": "%RH", "v": 3, "t": 120},
+            {"v": 4},
+        ]
+    )
+    got = [(r.device, r.kind, r.value, r.ts, r.unit) for r in readings]
+    assert got == [
+        ("dev-9", "temperature", 11.0, TS, "Cel"),
+        ("dev-9", "temperature", 12.0, TS + 60, "Cel"),
+        ("t-7", "humidity", 13.0, TS + 120, "%RH"),
+        ("t-7", "temperature", 14.0, TS, "Cel"),  # no name: the topic's device and kind
+    ]
+    assert all(r.site == "plant-1" for r in readings)
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [
+        pytest.param(None, NOW, id="absent-is-now"),
+        pytest.param(0, NOW, id="zero-is-now"),
+        pytest.param(-5, NOW - 5, id="relative-past"),
+        pytest.param(TS, TS, id="absolute"),
+    ],
+)
+def test_senml_times(t: float | None, expected: float) -> None:
+    record: dict[str, object] = {"n": "temperature", "v": 1}
+    if t is not None:
+        record["t"] = t
+    (r,) = senml([record])
+    assert r.ts == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "kind"),
+    [
+        ("", "t-7", "temperature"),
+        ("humidity", "t-7", "humidity"),
+        ("urn:dev:ow:10e2073a:temp", "urn:dev:ow:10e2073a", "temp"),
+        ("room-1/co2", "room-1", "co2"),
+        ("room-1/", "room-1", "temperature"),
+        ("/co2", "t-7", "co2"),
+    ],
+)
+def test_senml_name_overrides_topic(name: str, device: str, kind: str) -> None:
+    (r,) = senml([{"n": name, "v": 1}])
+    assert (r.device, r.kind) == (device, kind)
+
+
+@pytest.mark.parametrize(
+    ("records", "reason"),
+    [
+        pytest.param([], SCHEMA, id="empty-pack"),
+        pytest.param([1], SCHEMA, id="record-not-object"),
+        pytest.param([{"n": "x", "vs": "text"}], SCHEMA, id="string-value"),
+        pytest.param([{"n": "x", "vb": 1}], SCHEMA, id="vb-not-bool"),
+        pytest.param([{"n": 5, "v": 1}], SCHEMA, id="name-not-string"),
+        pytest.param([{"bn": 5, "v": 1}], SCHEMA, id="bn-not-string"),
+        pytest.param([{"bn": "a/"}], SCHEMA, id="base-fields-only"),
+        pytest.param([{"v": "1"}], SCHEMA, id="v-string"),
+        pytest.param([{"v": 1, "t": "now"}], SCHEMA, id="t-string"),
+        pytest.param([{"v": 1e999}], NON_FINITE, id="v-overflow"),
+        pytest.param([{"v": 1}, {"v": 2, "t": NOW + 3600}], CLOCK_SKEW, id="future-record"),
+    ],
+)
+def test_senml_refusals(records: object, reason: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        senml(records)
+    assert info.value.reason == reason
+
+
+def test_clock_skew() -> None:
+    parser = PayloadParser(TEMPLATE, 1024, max_clock_skew=60)
+    (ok,) = parser.parse(TOPIC_NAME, f'{{"value": 1, "ts": {NOW + 59}}}'.encode(), NOW)
+    assert ok.ts == NOW + 59
+    for ts in (f"{NOW + 61}", f"{int(NOW + 61) * 1000}", '"2100-01-01T00:00:00Z"'):
+        with pytest.raises(PayloadError) as info:
+            parser.parse(TOPIC_NAME, f'{{"value": 1, "ts": {ts}}}'.encode(), NOW)
+        assert info.value.reason == CLOCK_SKEW
+    (past,) = parser.parse(TOPIC_NAME, b'{"value": 1, "ts": 1000}', NOW)
+    assert past.ts == 1000.0  # old readings are not refused
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "target", "expected"),
+    [
+        (212, "F", "C", 100.0),
+        (32, "°F", "C", 0.0),
+        (273.15, "K", "C", 0.0),
+        (20, "Cel", "C", 20.0),
+        (100, "C", "F", 212.0),
+        (0, "C", "K", 273.15),
+        (1013.25, "hPa", "kPa", 101.325),
+        (1, "bar", "kPa", 100.0),
+        (14.5038, "psi", "kPa", 100.0),
+        (2, "kWh", "Wh", 2000.0),
+    ],
+)
+def test_unit_normalisation(value: float, unit: str, target: str, expected: float) -> None:
+    kind = "x"
+    parser = PayloadParser(TEMPLATE, 1024, units={kind: target})
+    payload = json.dumps({"value": value, "unit": unit}).encode()
+    (r,) = parser.parse(f"sensors/p/d/{kind}", payload, NOW)
+    assert r.value == pytest.approx(expected, abs=1e-3)
+    assert r.unit == target
+
+
+def test_unit_refusals_and_untouched_kinds() -> None:
+    parser = PayloadParser(TEMPLATE, 1024, units={"temperature": "C"})
+    for unit in ("kPa", "furlongs"):
+        with pytest.raises(PayloadError) as info:
+            parser.parse(TOPIC_NAME, f'{{"value": 1, "unit": "{unit}"}}'.encode(), NOW)
+        assert info.value.reason == UNIT
+    (other,) = parser.parse("sensors/p/d/humidity", b'{"value": 40, "unit": "%"}', NOW)
+    assert (other.value, other.unit) == (40.0, "%")
+    (bare,) = parser.parse(TOPIC_NAME, b"21", NOW)
+    assert bare.unit == "C"
+    (pack,) = parser.parse(TOPIC_NAME, b'[{"n": "temperature", "u": "F", "v": 50}]', NOW)
+    assert pack.value == pytest.approx(10.0)
+    assert pack.unit == "C"
+
+
+def test_unknown_target_unit_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="unknown unit"):
+        PayloadParser(TEMPLATE, 1024, units={"temperature": "Rankine"})
+
+
+@settings(max_examples=500, database=None)
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.text(alphabet=' \t\n\r\x0b\x0c0123456789.eE+-[]{}":,nultrueNaIfiy', max_size=20),
+    )
+)
+def test_not_json_exactly_when_json_loads_refuses(text: str) -> None:
+    """The fast JSON path refuses exactly what json.loads refuses (a leading BOM aside)."""
+    assume(not text.startswith("\ufeff"))
+    try:
+        json.loads(text)
+    except ValueError:
+        expected_not_json = True
+    else:
+        expected_not_json = False
+    parser = PayloadParser(TEMPLATE, 1 << 20)
+    reason = None
+    try:
+        parser.parse(TOPIC_NAME, text.encode(), NOW)
+    except PayloadError as exc:
+        reason = exc.reason
+    assert (reason == NOT_JSON) == expected_not_json, reason

@@ -313,7 +313,8 @@ def test_malformed_messages_are_refused_by_sensord_for_the_reason_they_claim() -
             if reason == "too_large":
                 assert len(m.payload) == TOO_LARGE_BYTES
         else:
-            assert parser.parse(m.topic, m.payload, now=0.0).value == m.reading.value
+            (reading,) = parser.parse(m.topic, m.payload, now=0.0)
+            assert reading.value == m.reading.value
         reasons[reason or "valid"] += 1
     assert set(reasons) == {"valid", *MALFORMED_REASONS}
     assert min(reasons[r] for r in MALFORMED_REASONS) > 0.5 * 0.2 * READINGS / 7
@@ -344,7 +345,7 @@ def test_number_and_json_formats_parse_in_sensord_to_the_same_value() -> None:
     for fmt in (Format.JSON, Format.NUMBER):
         fleet = Fleet(sensors=2, kinds=ALL_KINDS, rate=1, fmt=fmt)
         for m in fleet.take(20):
-            reading = parser.parse(m.topic, m.payload, now=1.0)
+            (reading,) = parser.parse(m.topic, m.payload, now=1.0)
             assert reading.value == m.reading.value
             assert reading.kind == m.reading.kind
             if fmt is Format.NUMBER:
