@@ -93,7 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Service(settings, rules, cast(Role, args.role)).run(stop)
+        service = Service(settings, rules, cast(Role, args.role))
+        loop.add_signal_handler(signal.SIGHUP, service.reload)  # like POST /-/reload
+        await service.run(stop)
 
     asyncio.run(main())
     log.info("stopped")

@@ -1,4 +1,4 @@
-"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz."""
+"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, POST /-/reload."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ from sensord.metrics import Metrics
 log = logging.getLogger("sensord.http")
 
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+Reloader = Callable[[], tuple[bool, list[str]]]
 
 
 class HttpServer:
-    def __init__(self, settings: HttpSettings, metrics: Metrics, ready: ReadinessProbe) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        metrics: Metrics,
+        ready: ReadinessProbe,
+        reload: Reloader | None = None,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._ready = ready
+        self._reload = reload
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -29,7 +37,17 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics_view)
         app.router.add_get("/healthz", self._health_view)
         app.router.add_get("/readyz", self._ready_view)
+        if self._reload is not None:
+            app.router.add_post("/-/reload", self._reload_view)
         return app
+
+    async def _reload_view(self, request: web.Request) -> web.Response:
+        """Reload the rule files, as SIGHUP does; 500 with the problems when refused."""
+        assert self._reload is not None
+        ok, problems = self._reload()
+        if ok:
+            return web.json_response({"status": "reloaded"})
+        return web.json_response({"status": "refused", "errors": problems}, status=500)
 
     async def _metrics_view(self, request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)

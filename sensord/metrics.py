@@ -38,6 +38,7 @@ class Metrics:
     __slots__ = (
         "alerts",
         "alerts_dropped",
+        "alerts_flapping",
         "alerts_unroutable",
         "amqp_connected",
         "invalid",
@@ -46,6 +47,9 @@ class Metrics:
         "outbox_pending",
         "readings",
         "registry",
+        "rules_loaded",
+        "rules_reload_failures",
+        "state_write_failures",
     )
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -78,6 +82,27 @@ class Metrics:
         self.outbox_pending = Gauge(
             "sensord_outbox_pending",
             "Alert events waiting to be confirmed by RabbitMQ",
+            registry=self.registry,
+        )
+        self.alerts_flapping = Counter(
+            "sensord_alerts_flapping",
+            "Alerts that began flapping (their notifications are held, not published)",
+            ["severity"],
+            registry=self.registry,
+        )
+        self.rules_loaded = Gauge(
+            "sensord_rules_loaded",
+            "Alert rules in force",
+            registry=self.registry,
+        )
+        self.rules_reload_failures = Counter(
+            "sensord_rules_reload_failures",
+            "Rule reloads (SIGHUP, POST /-/reload) refused because a rule file is invalid",
+            registry=self.registry,
+        )
+        self.state_write_failures = Counter(
+            "sensord_state_write_failures",
+            "Writes to the SQLite state file that failed (alerts still go out)",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(

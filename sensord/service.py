@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TextIO
@@ -14,12 +15,15 @@ from sensord.alerts import build_event
 from sensord.amqp import declare_topology, make_broker
 from sensord.bridge import MqttBridge
 from sensord.config import ConsoleChannelSettings, Settings
+from sensord.errors import ConfigError
 from sensord.events import Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
 from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
 from sensord.publish import AlertPublisher
-from sensord.rules import AlertTransition, Rule, RuleEngine
+from sensord.ratelimit import RateLimitedLog
+from sensord.rules import AlertTransition, Rule, RuleEngine, load_rules
+from sensord.store import StateStore
 
 log = logging.getLogger("sensord")
 
@@ -42,6 +46,9 @@ class Service:
         self.role = role
         self.metrics = metrics if metrics is not None else Metrics()
         self.engine = RuleEngine(rules)
+        self.metrics.rules_loaded.set(len(rules))
+        self.store: StateStore | None = None  # opened by run() for the edge role
+        self._store_error_log = RateLimitedLog(log, interval=30.0, burst=1)
         self.broker = make_broker(settings.amqp)
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
@@ -58,26 +65,91 @@ class Service:
                 )
                 self.channels.append(channel)
                 register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
-        self.http = HttpServer(settings.http, self.metrics, self.readiness)
+        self.http = HttpServer(settings.http, self.metrics, self.readiness, self.reload)
         self.amqp_up = asyncio.Event()
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
     def _on_reading(self, reading: Reading, now: float) -> None:
-        transitions = self.engine.observe(reading, now)
+        transitions = self.engine.evaluate(reading, now)
+        if transitions or self.engine.has_changes:
+            self._commit(transitions, now)
+
+    def _commit(
+        self, transitions: list[AlertTransition], now: float, *, flush: bool = False
+    ) -> None:
+        """Persist what the engine changed (write-behind: in the call that changed it), then
+        hand the transitions on. `flush` adds the deadman clocks and the heartbeat time."""
+        if self.store is not None and (flush or self.engine.has_changes):
+            records = self.engine.take_dirty()
+            clocks = self.engine.clocks() if flush else []
+            try:
+                with self.store.transaction() as conn:
+                    self.store.write(
+                        conn,
+                        records,
+                        clocks,
+                        saved_at=now if flush else None,
+                        started_at=self.engine.start if flush else None,
+                    )
+            except sqlite3.Error as exc:
+                self.metrics.state_write_failures.inc()
+                self._store_error_log.warning("cannot write the state file: %s", exc)
         if transitions:
             self._emit(transitions)
 
     def _emit(self, transitions: list[AlertTransition]) -> None:
         for tr in transitions:
+            if tr.status == "flapping":
+                self.metrics.alerts_flapping.labels(tr.rule.severity.value).inc()
+                log.warning(
+                    "alert %s %s is flapping: its notifications are held until it settles",
+                    tr.rule.name,
+                    "/".join(tr.labels.get(k, "?") for k in ("site", "device")),
+                )
+                continue
             event = build_event(tr)
             self.metrics.alerts.labels(event.severity.value, event.status).inc()
             self.publisher.enqueue(event)
 
     def _tick(self) -> None:
-        transitions = self.engine.tick(time.time())
-        if transitions:
-            self._emit(transitions)
+        now = time.time()
+        self._commit(self.engine.tick(now), now, flush=True)
+
+    def reload(self) -> tuple[bool, list[str]]:
+        """Reload the rule files (SIGHUP, POST /-/reload). A bad file keeps the old rules."""
+        try:
+            rules = load_rules(self.settings.rules.paths, self.settings.base_dir)
+        except ConfigError as exc:
+            self.metrics.rules_reload_failures.inc()
+            for problem in exc.problems:
+                log.error("rule reload refused, keeping the old rules: %s", problem)
+            return False, [str(p) for p in exc.problems]
+        now = time.time()
+        self._commit(self.engine.replace_rules(rules, now), now)
+        self.metrics.rules_loaded.set(len(rules))
+        log.info("rules reloaded: %d rule(s)", len(rules))
+        return True, []
+
+    def _open_state(self) -> None:
+        path = self.settings.resolve(self.settings.state.path)
+        self.store = StateStore(path)
+        snapshot = self.store.load()
+        now = time.time()
+        transitions = self.engine.restore(snapshot, now, self.settings.rules.outage_tolerance)
+        log.info(
+            "state file %s: %d alert state(s), %d deadman clock(s) restored",
+            path,
+            len(snapshot.records),
+            len(snapshot.clocks),
+        )
+        self._commit(transitions, now, flush=True)
+
+    def _close_state(self) -> None:
+        if self.store is not None:
+            self._commit([], time.time(), flush=True)
+            self.store.close()
+            self.store = None
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         mqtt_up = self.bridge.connected.is_set()
@@ -112,6 +184,8 @@ class Service:
             stack.push_async_callback(self.broker.stop)
             scheduler = AsyncIOScheduler()
             if self.edge:
+                self._open_state()
+                stack.callback(self._close_state)
                 scheduler.add_job(
                     self._tick,
                     "interval",

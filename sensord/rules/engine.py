@@ -687,6 +687,11 @@ class RuleEngine:
 
     # ------------------------------------------------------------ persistence
 
+    @property
+    def has_changes(self) -> bool:
+        """True when take_dirty() has something to hand over."""
+        return bool(self.dirty or self._orphans)
+
     def take_dirty(self) -> list[StateRecord]:
         """The states whose durable fields changed since the last call."""
         records = [*self._orphans, *(self._record(st) for st in self.dirty)]
