@@ -1,4 +1,4 @@
-"""Command line: `sensord run`, `sensord check` (contract: ARCHITECTURE.md "CLI")."""
+"""Command line: `sensord run`, `sensord check`, `sensord rules test` (ARCHITECTURE.md "CLI")."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     check = sub.add_parser("check", help="validate the config and every rule file")
     check.add_argument("-c", "--config", type=Path)
+    rules = sub.add_parser("rules", help="rule tools")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    test = rules_sub.add_parser(
+        "test", help="run rule unit tests: input series -> expected alerts (docs/rules.md)"
+    )
+    test.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
 
 
@@ -106,4 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
+    if args.command == "rules":
+        from sensord.rules.testing import main as rules_test  # noqa: PLC0415 - keep startup light
+
+        return rules_test(args.files, sys.stdout, sys.stderr)
     return cmd_run(args)

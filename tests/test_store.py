@@ -174,16 +174,17 @@ def test_deadman_clock_survives_restart(tmp_path: Path) -> None:
     with StateStore(tmp_path / "s.db") as store:
         engine.evaluate(reading(20, 0), 0)
         persist(engine, store, 10)
-    engine, store, _ = restart(rules, tmp_path / "s.db", 30)
-    assert engine.tick(59) == []
-    [firing] = engine.tick(60)  # 60 s after the last reading, though none came since restart
+    engine, store, _ = restart(rules, tmp_path / "s.db", 30)  # 20 s down
+    assert engine.tick(79) == []
+    # 60 s of silence heard: 10 before the stop, 50 after the restart; none came since
+    [firing] = engine.tick(80)
     assert firing.labels["device"] == "t-1"
-    persist(engine, store, 61)
+    persist(engine, store, 81)
     store.close()
-    engine, store, _ = restart(rules, tmp_path / "s.db", 70)
+    engine, store, _ = restart(rules, tmp_path / "s.db", 90)
     assert engine.tick(200) == []  # the restored deadman alert is not announced again
     [resolved] = engine.evaluate(reading(20, 201), 201)
-    assert (resolved.status, resolved.starts_at) == ("resolved", 60)
+    assert (resolved.status, resolved.starts_at) == ("resolved", 80)
     store.close()
 
 

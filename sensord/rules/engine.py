@@ -739,19 +739,23 @@ class RuleEngine:
         self, snapshot: Snapshot, now: float, outage_tolerance: float
     ) -> list[AlertTransition]:
         """Take back saved state. Firing alerts stay firing without a new announcement; the
-        alerts of rules that changed or vanished meanwhile are resolved. After a downtime
-        longer than `outage_tolerance`, `for` and `keep_firing_for` timers and deadman
-        clocks start afresh."""
+        alerts of rules that changed or vanished meanwhile are resolved. The downtime does
+        not count towards `absent_for`. After a downtime longer than `outage_tolerance`,
+        `for` and `keep_firing_for` timers and deadman clocks start afresh."""
         out: list[AlertTransition] = []
-        downtime = now - snapshot.saved_at if snapshot.saved_at is not None else 0.0
+        downtime = max(now - snapshot.saved_at, 0.0) if snapshot.saved_at is not None else 0.0
         reset = downtime > outage_tolerance
-        self.start = now if reset or snapshot.started_at is None else snapshot.started_at
+        # Deadman clocks: sensord could not hear anything while it was down, so the
+        # downtime does not count as silence (clocks move forward by it).
+        if reset or snapshot.started_at is None:
+            self.start = now
+        else:
+            self.start = snapshot.started_at + downtime
         for e in self._expectations:
             e.since = None
         for clock in snapshot.clocks:
             sensor = self._sensor_for(clock.labels, now)
-            sensor.last_seen = now if reset else clock.last_seen
-            sensor.saved_seen = None if reset else sensor.last_seen
+            sensor.last_seen = now if reset else min(clock.last_seen + downtime, now)
         for rec in snapshot.records:
             self._restore_one(rec, now, reset, out)
         return out

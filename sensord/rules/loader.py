@@ -80,8 +80,11 @@ def load_rule_file(path: Path) -> list[Rule]:
     return _load_rule_file(path)[0]
 
 
-def _load_rule_file(path: Path) -> tuple[list[Rule], dict[tuple[str | int, ...], int]]:
-    """The rules of one file and the line of every key path (to place later problems)."""
+Lines = dict[tuple[str | int, ...], int]
+
+
+def read_yaml(path: Path) -> tuple[Any, Lines]:
+    """Plain data from a YAML file and the line of every key path; problems as ConfigError."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -96,9 +99,9 @@ def _load_rule_file(path: Path) -> tuple[list[Rule], dict[tuple[str | int, ...],
         raise ConfigError([Problem(file, line, f"YAML syntax error: {exc.problem}")]) from None
     finally:
         loader.dispose()
-    lines: dict[tuple[str | int, ...], int] = {}
+    lines: Lines = {}
     if node is None:
-        return [], lines  # an empty file holds no rules
+        return None, lines
     problems: list[Problem] = []
     try:
         data = _to_data(node, (), lines, loader, problems, file)
@@ -108,23 +111,41 @@ def _load_rule_file(path: Path) -> tuple[list[Rule], dict[tuple[str | int, ...],
         ) from None
     if problems:
         raise ConfigError(problems)
+    return data, lines
+
+
+def validation_problems(
+    exc: ValidationError, data: Any, lines: Lines, file: str, list_key: str = "rules"
+) -> list[Problem]:
+    """One file:line problem per pydantic error; items of `list_key` are named by `name`."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        where = _dotted(loc)
+        if len(loc) >= 2 and loc[0] == list_key and isinstance(loc[1], int):
+            items = data.get(list_key) if isinstance(data, dict) else None
+            item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                noun = "rule" if list_key == "rules" else "test"
+                where = f"{noun} {item['name']!r}" + (f": {_dotted(loc[2:])}" if loc[2:] else "")
+        problems.append(Problem(file, _line_for(lines, loc), f"{where}: {msg}" if where else msg))
+    return problems
+
+
+def _load_rule_file(path: Path) -> tuple[list[Rule], Lines]:
+    """The rules of one file and the line of every key path (to place later problems)."""
+    file = str(path)
+    data, lines = read_yaml(path)
+    if data is None:
+        return [], lines  # an empty file holds no rules
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, 1, "a rule file is a mapping with a 'rules:' list")])
     try:
         parsed = RuleFile.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            msg = msg.removeprefix("Value error, ")
-            where = _dotted(loc)
-            if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-                rules = data.get("rules")
-                item = rules[loc[1]] if isinstance(rules, list) else None
-                if isinstance(item, dict) and isinstance(item.get("name"), str):
-                    where = f"rule {item['name']!r}" + (f": {_dotted(loc[2:])}" if loc[2:] else "")
-            problems.append(Problem(file, _line_for(lines, loc), f"{where}: {msg}"))
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, data, lines, file)) from None
     return parsed.rules, lines
 
 
