@@ -430,3 +430,37 @@ def test_hysteresis_never_changes_inside_the_band(
         in_band = clear_below + frac * width  # clear_below <= value <= above
         assert engine.evaluate(reading(in_band, i), i) == []
         assert engine.tick(i + 0.5) == []
+
+
+threshold_rule = st.one_of(
+    st.builds(lambda a: {"above": a}, values),
+    st.builds(lambda b: {"below": b}, values),
+    st.builds(lambda a, w: {"above": a, "clear_below": a - w}, values, gaps),
+    st.builds(lambda b, w: {"below": b, "clear_above": b + w}, values, gaps),
+    st.builds(lambda lo, w: {"outside": [lo, lo + 1 + w]}, values, gaps),
+    st.builds(lambda a, f: {"above": a, "for": f}, values, st.sampled_from([1, 5, 30])),
+    st.builds(lambda a, k: {"above": a, "keep_firing_for": k}, values, st.sampled_from([1, 5])),
+    st.builds(lambda a: {"above": a, "stale_after": 5}, values),
+    st.builds(lambda lo: {"inside": [lo, lo + 10]}, values),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    specs=st.lists(threshold_rule, min_size=1, max_size=6),
+    steps=st.lists(st.tuples(gaps, st.one_of(values, st.none()), gaps), max_size=60),
+)
+def test_quiet_band_fold_changes_nothing(
+    specs: list[dict[str, object]], steps: list[tuple[float, float | None, float]]
+) -> None:
+    """The folded fast path gives exactly the transitions of rule-by-rule evaluation."""
+    rules = [Rule.model_validate({"name": f"r{i}", **spec}) for i, spec in enumerate(specs)]
+    folded, plain = RuleEngine(rules, start=0), RuleEngine(rules, start=0, fold=False)
+    now = 0.0
+    for gap, value, age in steps:
+        now += gap
+        if value is None:
+            assert folded.tick(now) == plain.tick(now)
+        else:
+            r = reading(value, now - age)  # some readings are older than stale_after
+            assert folded.evaluate(r, now) == plain.evaluate(r, now)

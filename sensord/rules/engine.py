@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import ValidationError
 
@@ -27,12 +27,12 @@ _INF = math.inf
 _CORE = ("site", "device", "kind")
 
 
-@dataclass(frozen=True, slots=True)
-class AlertTransition:
+class AlertTransition(NamedTuple):
     """What the engine decided: an alert began firing, resolved, or began flapping.
 
     `flapping` is a marker, not a notification: while an alert flaps its firing and
-    resolved transitions are held (see docs/rules.md, "Flapping").
+    resolved transitions are held (see docs/rules.md, "Flapping"). A NamedTuple: built
+    in the evaluation path, it costs a third of a frozen dataclass.
     """
 
     rule: Rule
@@ -100,6 +100,7 @@ class _Compiled:
         "flap_low",
         "flap_mask",
         "flap_weights",
+        "foldable",
         "for_",
         "hi",
         "index",
@@ -161,6 +162,9 @@ class _Compiled:
             self.reducer = rate_reducer(rule.rate)
             self.span, self.max_samples = rule.rate.span, rule.rate.max_samples
         flap = rule.flapping
+        self.foldable = (
+            not self.max_samples and not self.inside and flap is None and self.absent is None
+        )
         self.flap_low = flap.low if flap else 0.0
         self.flap_high = flap.high if flap else 0.0
         n = flap.history if flap else 0
@@ -197,15 +201,50 @@ class _Flap:
 
 
 class _Sensor:
-    __slots__ = ("absent", "key", "labels", "last_seen", "saved_seen", "states")
+    """One sensor: its labels, the states of the rules that match it, its deadman clock.
+
+    The raw-value threshold rules of a sensor (no window, no flapping, not `inside`) are
+    folded into one quiet band [qlo, qhi]: while none of them is pending or firing
+    (`busy` false), a fresh reading inside the band is judged by all of them at once.
+    """
+
+    __slots__ = (
+        "absent",
+        "busy",
+        "folded",
+        "key",
+        "labels",
+        "last_seen",
+        "others",
+        "qhi",
+        "qlo",
+        "qstale",
+        "saved_seen",
+        "states",
+    )
 
     def __init__(self, key: SensorKey, labels: dict[str, str], now: float) -> None:
         self.key = key
         self.labels = labels
         self.states: list[_State] = []
+        self.folded: list[_State] = []
+        self.others: list[_State] = []
         self.absent: list[_State] = []
+        self.busy = True
+        self.qlo = self.qhi = self.qstale = 0.0
         self.last_seen = now
         self.saved_seen: float | None = None
+
+    def fold(self, enabled: bool) -> None:
+        self.folded = [st for st in self.states if st.c.foldable]
+        self.others = [st for st in self.states if not st.c.foldable]
+        folded = [st.c for st in self.folded]
+        self.qlo = max((c.lo for c in folded), default=-_INF)
+        self.qhi = min((c.hi for c in folded), default=_INF)
+        self.qstale = min((c.stale for c in folded), default=_INF)
+        if not enabled:  # an empty band: every reading takes the full path
+            self.qlo, self.qhi = _INF, -_INF
+        self.busy = True  # until a full evaluation finds every folded state idle
 
 
 class _State:
@@ -258,13 +297,19 @@ def sensor_key(labels: dict[str, str]) -> SensorKey:
 
 
 class RuleEngine:
-    def __init__(self, rules: Sequence[Rule], *, start: float | None = None) -> None:
+    def __init__(
+        self, rules: Sequence[Rule], *, start: float | None = None, fold: bool = True
+    ) -> None:
+        """`fold=False` turns the quiet-band shortcut off (tests and benchmark compare)."""
+        self._fold = fold
         self.rules: list[Rule] = []
         self._compiled: dict[str, _Compiled] = {}
         self._by_kind: dict[str, list[_Compiled]] = {}
         self._any_kind: list[_Compiled] = []
         self._sensors: dict[SensorKey, _Sensor] = {}
-        self._timed: set[_State] = set()  # pending `for` or `keep_firing_for` running
+        # pending `for` or `keep_firing_for` running; a dict: an ordered set, so that tick()
+        # reports in a reproducible order
+        self._timed: dict[_State, None] = {}
         self._absent: list[_State] = []
         self._expectations: list[_Expectation] = []
         self.dirty: set[_State | _Expectation] = set()
@@ -314,6 +359,7 @@ class RuleEngine:
                 self._absent.append(st)
             else:
                 sensor.states.append(st)
+        sensor.fold(self._fold)
 
     def _add_sensor(
         self,
@@ -362,37 +408,25 @@ class RuleEngine:
 
     def evaluate(self, reading: Reading, now: float) -> list[AlertTransition]:
         """Evaluate every rule that matches the reading's sensor; `now` is the receive time."""
-        extra = reading.labels
-        key = (reading.site, reading.device, reading.kind, *extra.values())
+        # The hot path: a Reading's fields are read from its __dict__ (where pydantic keeps
+        # them, and where Reading.trusted puts them), a third of the cost of attributes.
+        fields = reading.__dict__
+        extra = fields["labels"]
+        site, device, kind = fields["site"], fields["device"], fields["kind"]
+        key: SensorKey = (site, device, kind, *extra.values()) if extra else (site, device, kind)
         out: list[AlertTransition] = []
         sensor = self._sensors.get(key)
+        value = fields["value"]
+        ts = fields["ts"]
         if sensor is None:
-            labels = {**extra, "site": reading.site, "device": reading.device}
-            labels["kind"] = reading.kind
-            sensor = self._add_sensor(key, labels, now, reading.value, out)
+            labels = {**extra, "site": site, "device": device, "kind": kind}
+            sensor = self._add_sensor(key, labels, now, value, out)
         sensor.last_seen = now
         if sensor.absent:
-            for st in sensor.absent:
-                if st.firing_since is not None:  # the silent sensor speaks again
-                    c = st.c
-                    out.append(
-                        AlertTransition(
-                            c.rule,
-                            "resolved",
-                            sensor.labels,
-                            reading.value,
-                            st.firing_since,
-                            reading.ts,
-                            reading.ts,
-                            c.absent,
-                        )
-                    )
-                    st.firing_since = None
-                    self.dirty.add(st)
-        value = reading.value
-        ts = reading.ts
+            self._heard(sensor, value, ts, out)
         age = now - ts
-        for st in sensor.states:
+        full = sensor.busy or not sensor.qlo <= value <= sensor.qhi or age > sensor.qstale
+        for st in sensor.states if full else sensor.others:
             c = st.c
             if age > c.stale:
                 continue  # too old to be evidence (stale_after)
@@ -414,9 +448,29 @@ class RuleEngine:
                 or st.flap is not None
             ):
                 self._step(st, x, ts, breach, out)
+        if full:
+            for st in sensor.folded:
+                if st.firing_since is not None or st.pending_since is not None:
+                    sensor.busy = True
+                    break
+            else:
+                sensor.busy = False
         return out
 
     observe = evaluate  # the foundation's name
+
+    def _heard(self, sensor: _Sensor, value: float, ts: float, out: list[AlertTransition]) -> None:
+        """A reading resolves the sensor's firing deadman alerts: the silent one speaks."""
+        for st in sensor.absent:
+            if st.firing_since is not None:
+                c = st.c
+                out.append(
+                    AlertTransition(
+                        c.rule, "resolved", sensor.labels, value, st.firing_since, ts, ts, c.absent
+                    )
+                )
+                st.firing_since = None
+                self.dirty.add(st)
 
     def _step(
         self, st: _State, x: float, ts: float, breach: bool, out: list[AlertTransition]
@@ -433,10 +487,10 @@ class RuleEngine:
                 if ts - st.pending_since >= c.for_:
                     self._fire(st, x, ts, out)
                 else:
-                    self._timed.add(st)
+                    self._timed[st] = None
             elif st.pending_since is not None:  # `for` interrupted
                 st.pending_since = None
-                self._timed.discard(st)
+                self._timed.pop(st, None)
                 self.dirty.add(st)
         else:
             st.last_value = x
@@ -448,13 +502,13 @@ class RuleEngine:
                 else:
                     if st.clearing_since is None:
                         st.clearing_since = ts
-                        self._timed.add(st)
+                        self._timed[st] = None
                         self.dirty.add(st)
                     if ts - st.clearing_since >= c.keep:
                         self._resolve(st, x, ts, out)
             elif st.clearing_since is not None:  # keep_firing_for re-arms
                 st.clearing_since = None
-                self._timed.discard(st)
+                self._timed.pop(st, None)
                 self.dirty.add(st)
         if st.flap is not None:
             self._flap(st, x, ts, before, out)
@@ -465,7 +519,7 @@ class RuleEngine:
         c = st.c
         st.firing_since = st.pending_since
         st.pending_since = None
-        self._timed.discard(st)
+        self._timed.pop(st, None)
         self.dirty.add(st)
         assert st.firing_since is not None
         out.append(
@@ -500,7 +554,7 @@ class RuleEngine:
         )
         st.firing_since = None
         st.clearing_since = None
-        self._timed.discard(st)
+        self._timed.pop(st, None)
         self.dirty.add(st)
 
     def _flap(
@@ -582,7 +636,7 @@ class RuleEngine:
             if st.pending_since is not None:
                 if now - st.last_ts > c.stale:  # the evidence went stale: no longer pending
                     st.pending_since = None
-                    self._timed.discard(st)
+                    self._timed.pop(st, None)
                     self.dirty.add(st)
                     continue
                 if now - st.pending_since < c.for_:
@@ -593,7 +647,7 @@ class RuleEngine:
                     continue
                 self._resolve(st, st.last_value, now, out)
             else:
-                self._timed.discard(st)
+                self._timed.pop(st, None)
                 continue
             if st.flap is not None:
                 self._flap(st, st.last_value, now, before, out)
@@ -639,7 +693,7 @@ class RuleEngine:
             kept_states[sensor.key] = kept
         old_expectations = self._expectations
         self._install(rules, keep)
-        self._timed = {st for st in self._timed if st.c.rule.name in keep}
+        self._timed = {st: None for st in self._timed if st.c.rule.name in keep}
         self._absent = []
         for sensor in self._sensors.values():
             self._attach(sensor, kept_states[sensor.key])
@@ -794,6 +848,7 @@ class RuleEngine:
         if st is None:
             self._tombstone(rec)
             return
+        sensor.busy = True
         st.firing_since = rec.firing_since
         st.last_value = rec.last_value
         st.last_ts = rec.last_ts if rec.last_ts is not None else now
@@ -803,7 +858,7 @@ class RuleEngine:
             st.pending_since = rec.pending_since
             st.clearing_since = rec.clearing_since
             if st.pending_since is not None or st.clearing_since is not None:
-                self._timed.add(st)
+                self._timed[st] = None
         if st.flap is not None:
             st.flap.flapping = rec.flapping
             st.flap.bits = rec.flap_history
