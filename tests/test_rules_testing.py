@@ -147,3 +147,15 @@ def test_bad_test_files_name_file_and_line(
         assert first.startswith(f"{tmp_path / 't.yaml'}:{line}: "), err
     for word in words:
         assert word in err
+
+
+def test_readme_rules_example_loads(tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Rules\n") :]
+    example = section[section.index("```yaml\n") + 8 : section.index("```\n", 10)]
+    path = tmp_path / "readme.yaml"
+    path.write_text(example)
+    rules = load_rule_file(path)
+    assert [r.name for r in rules] == ["critical-temperature", "vibration-average", "sensor-silent"]
+    assert rules[1].aggregate is not None
+    assert rules[2].expect == ["t-1", "t-2"]
