@@ -91,7 +91,7 @@ WINDOWED = _rules(
          "aggregate": {"fn": "max", "window": "1m", "max_samples": 64}},
         {"name": "p95", "match": {"kind": "temperature"}, "above": 90,
          "aggregate": {"fn": "p95", "window": "1m", "max_samples": 64}},
-        {"name": "rate", "match": {"kind": "temperature"}, "above": 5,
+        {"name": "rate", "match": {"kind": "temperature"}, "above": 20,
          "rate": {"per": "1m", "max_samples": 64}},
     ]
 )  # fmt: skip

@@ -72,7 +72,7 @@ class Service:
 
     def _on_reading(self, reading: Reading, now: float) -> None:
         transitions = self.engine.evaluate(reading, now)
-        if transitions or self.engine.has_changes:
+        if transitions or self.engine.dirty:  # (orphans appear only at restore and reload)
             self._commit(transitions, now)
 
     def _commit(

@@ -464,3 +464,36 @@ def test_quiet_band_fold_changes_nothing(
         else:
             r = reading(value, now - age)  # some readings are older than stale_after
             assert folded.evaluate(r, now) == plain.evaluate(r, now)
+
+
+window_rule = st.builds(
+    lambda fn, thr, win: {"above": thr, "aggregate": {"fn": fn, "window": win}},
+    st.sampled_from(["avg", "min", "max", "p95", "count"]),
+    values,
+    st.sampled_from([5, 10]),
+) | st.builds(
+    lambda thr, per: {"above": thr - 50, "rate": {"per": per, "window": 10}},
+    values,
+    st.sampled_from([1, 10]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    specs=st.lists(window_rule, min_size=2, max_size=5),
+    steps=st.lists(st.tuples(gaps, values, st.sampled_from([0, 0, 0, 400])), max_size=50),
+)
+def test_shared_windows_judge_like_separate_ones(
+    specs: list[dict[str, object]], steps: list[tuple[float, float, float]]
+) -> None:
+    """Rules sharing a sensor's window decide exactly as each rule alone would."""
+    rules = [Rule.model_validate({"name": f"r{i}", **spec}) for i, spec in enumerate(specs)]
+    together = RuleEngine(rules, start=0)
+    alone = [RuleEngine([rule], start=0) for rule in rules]
+    now = 0.0
+    for gap, value, age in steps:
+        now += gap
+        r = reading(value, now - age)  # 400 s old: stale, it must enter no window
+        got = together.evaluate(r, now)
+        expected = [tr for engine in alone for tr in engine.evaluate(r, now)]
+        assert got == expected

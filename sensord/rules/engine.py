@@ -181,7 +181,7 @@ class _Compiled:
     def new_state(self, sensor: _Sensor) -> _State:
         st = _State(self, sensor)
         if self.max_samples:
-            st.series = Series(self.span, self.max_samples)
+            st.series = Series(self.span, self.max_samples, self.stale)
         if self.rule.flapping is not None:
             st.flap = _Flap()
         return st
@@ -221,6 +221,7 @@ class _Sensor:
         "qstale",
         "saved_seen",
         "states",
+        "windows",
     )
 
     def __init__(self, key: SensorKey, labels: dict[str, str], now: float) -> None:
@@ -230,10 +231,23 @@ class _Sensor:
         self.folded: list[_State] = []
         self.others: list[_State] = []
         self.absent: list[_State] = []
+        self.windows: list[Series] = []
         self.busy = True
         self.qlo = self.qhi = self.qstale = 0.0
         self.last_seen = now
         self.saved_seen: float | None = None
+
+    def share_windows(self) -> None:
+        """One Series per distinct (span, max_samples, stale_after) among the states."""
+        shared: dict[tuple[float, int, float], Series] = {}
+        for st in self.states:
+            series = st.series
+            if series is None:
+                continue
+            c = st.c
+            key = (c.span, c.max_samples, c.stale)
+            st.series = shared.setdefault(key, series)
+        self.windows = list(shared.values())
 
     def fold(self, enabled: bool) -> None:
         self.folded = [st for st in self.states if st.c.foldable]
@@ -359,6 +373,7 @@ class RuleEngine:
                 self._absent.append(st)
             else:
                 sensor.states.append(st)
+        sensor.share_windows()
         sensor.fold(self._fold)
 
     def _add_sensor(
@@ -425,6 +440,9 @@ class RuleEngine:
         if sensor.absent:
             self._heard(sensor, value, ts, out)
         age = now - ts
+        if sensor.windows:
+            for window in sensor.windows:
+                window.fresh = age <= window.stale and window.push(ts, value)
         full = sensor.busy or not sensor.qlo <= value <= sensor.qhi or age > sensor.qstale
         for st in sensor.states if full else sensor.others:
             c = st.c
@@ -434,8 +452,8 @@ class RuleEngine:
             if series is None:
                 x = value
             else:
-                if not series.push(ts, value):
-                    continue  # out of order for a window
+                if not series.fresh:
+                    continue  # stale or out of order: it did not enter the window
                 agg = c.reducer(series)
                 if agg is None:
                     continue  # not enough readings yet (a rate needs two)

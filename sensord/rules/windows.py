@@ -15,10 +15,16 @@ from sensord.rules.model import Aggregate, Rate
 
 
 class Series:
-    __slots__ = ("span", "times", "values")
+    """One sensor's window. Rules with the same (span, max_samples, stale_after) on a
+    sensor share one: the engine pushes each reading once and sets `fresh` when it
+    entered (it was fresh enough and in order), then each rule reduces the window."""
 
-    def __init__(self, span: float, max_samples: int) -> None:
+    __slots__ = ("fresh", "span", "stale", "times", "values")
+
+    def __init__(self, span: float, max_samples: int, stale: float = float("inf")) -> None:
         self.span = span
+        self.stale = stale
+        self.fresh = False
         self.times: deque[float] = deque(maxlen=max_samples)
         self.values: deque[float] = deque(maxlen=max_samples)
 
