@@ -214,6 +214,27 @@ def test_p95_is_nearest_rank(values: list[float], p95: float) -> None:
     assert p95_of(series) == p95
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"above": 80, "for": "10s"},  # a NaN would cancel the pending `for`
+        {"above": 50, "aggregate": {"fn": "avg", "window": "1m"}},  # and poison the average
+    ],
+)
+def test_nan_is_no_evidence(fields: dict[str, object]) -> None:
+    """The payload parser refuses NaN (reason non_finite); should one reach the engine
+    anyway it changes nothing: no transition, no cancelled `for`, no poisoned window."""
+    nan = float("nan")
+    rule = make_rule(**fields)
+    steps: list[Step] = [(0, 85), (2, 3), (4, 60), (12, 85), (22, 85)]
+    with_nan = play(rule, sorted([*steps, (1, nan), (3, nan), (13, nan)], key=lambda s: s[0]))
+    without = play(rule, steps)
+    assert [(t.observed_at, t.status) for t in with_nan] == [
+        (t.observed_at, t.status) for t in without
+    ]
+    assert with_nan
+
+
 def test_outside_threshold_is_the_side_crossed() -> None:
     high, _, low = play(make_rule(outside=[10, 20]), [(0, 25), (1, 15), (2, 5)])
     assert (high.threshold, low.threshold) == (20, 10)

@@ -440,6 +440,9 @@ class RuleEngine:
         if sensor.absent:
             self._heard(sensor, value, ts, out)
         age = now - ts
+        # NaN: no evidence (the payload parser refuses it already); x != x is the cheapest test
+        if value != value:  # noqa: PLR0124 - see above
+            return out
         if sensor.windows:
             for window in sensor.windows:
                 window.fresh = age <= window.stale and window.push(ts, value)
