@@ -162,9 +162,7 @@ class _Compiled:
             self.reducer = rate_reducer(rule.rate)
             self.span, self.max_samples = rule.rate.span, rule.rate.max_samples
         flap = rule.flapping
-        self.foldable = (
-            not self.max_samples and not self.inside and flap is None and self.absent is None
-        )
+        self.foldable = not self.max_samples and flap is None and self.absent is None
         self.flap_low = flap.low if flap else 0.0
         self.flap_high = flap.high if flap else 0.0
         n = flap.history if flap else 0
@@ -203,8 +201,8 @@ class _Flap:
 class _Sensor:
     """One sensor: its labels, the states of the rules that match it, its deadman clock.
 
-    The raw-value threshold rules of a sensor (no window, no flapping, not `inside`) are
-    folded into one quiet band [qlo, qhi]: while none of them is pending or firing
+    The raw-value threshold rules of a sensor (no window, no flapping) are folded into
+    one quiet band [qlo, qhi] (see fold()): while none of them is pending or firing
     (`busy` false), a fresh reading inside the band is judged by all of them at once.
     """
 
@@ -250,12 +248,19 @@ class _Sensor:
         self.windows = list(shared.values())
 
     def fold(self, enabled: bool) -> None:
-        self.folded = [st for st in self.states if st.c.foldable]
-        self.others = [st for st in self.states if not st.c.foldable]
-        folded = [st.c for st in self.folded]
-        self.qlo = max((c.lo for c in folded), default=-_INF)
-        self.qhi = min((c.hi for c in folded), default=_INF)
-        self.qstale = min((c.stale for c in folded), default=_INF)
+        """The quiet band: values in breach of none of the folded rules. Outside-form rules
+        (above, below, outside) narrow it; an `inside` rule is folded only when its band
+        lies wholly beside the quiet one (else it is judged on its own)."""
+        outside = [st for st in self.states if st.c.foldable and not st.c.inside]
+        qlo = max((st.c.lo for st in outside), default=-_INF)
+        qhi = min((st.c.hi for st in outside), default=_INF)
+        self.folded, self.others = [], []
+        for st in self.states:
+            c = st.c
+            quiet = c.foldable and (not c.inside or c.hi < qlo or c.lo > qhi)
+            (self.folded if quiet else self.others).append(st)
+        self.qlo, self.qhi = qlo, qhi
+        self.qstale = min((st.c.stale for st in self.folded), default=_INF)
         if not enabled:  # an empty band: every reading takes the full path
             self.qlo, self.qhi = _INF, -_INF
         self.busy = True  # until a full evaluation finds every folded state idle
