@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test venv services lint typecheck pytest bench clean help
+.PHONY: run test venv services lint typecheck pytest bench clean help install uninstall
 
 help:
 	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
@@ -32,12 +32,19 @@ typecheck: venv
 	$(BIN)/mypy
 
 pytest: venv services
+	@bash scripts/ensure-test-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 bench: venv services
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+install:
+	@bash scripts/install.sh
+
+uninstall:
+	@bash scripts/install.sh uninstall $(if $(PURGE),--purge)

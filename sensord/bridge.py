@@ -61,11 +61,9 @@ class MqttBridge:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        if s.username is not None:
-            password = None
-            if s.password_file is not None:
-                password = s.password_file.read_text(encoding="utf-8").strip()
-            client.username_pw_set(s.username, password)
+        username, password = s.credentials()
+        if username is not None:
+            client.username_pw_set(username, password)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -126,7 +124,7 @@ class MqttBridge:
         self, client: mqtt.Client, _ud: object, flags: Any, rc: ReasonCode, props: Any
     ) -> None:
         if rc.is_failure:
-            log.error("MQTT broker %s refused the connection: %s", self.settings.url, rc)
+            log.error("MQTT broker %s refused the connection: %s", self.settings.safe_url, rc)
             return
         client.subscribe([(t, int(self.settings.qos)) for t in self.settings.topics])
         self._was_up = True
@@ -134,7 +132,7 @@ class MqttBridge:
         self.connected.set()
         log.info(
             "connected to MQTT %s as %r (session %s), subscribed to %s",
-            self.settings.url,
+            self.settings.safe_url,
             self.settings.client_id,
             "resumed" if flags.session_present else "new",
             ", ".join(self.settings.topics),
@@ -190,7 +188,7 @@ class MqttBridge:
                 if failures == 1 or failures % 20 == 0:
                     log.warning(
                         "MQTT broker %s unreachable (%s); retrying (attempt %d)",
-                        s.url,
+                        s.safe_url,
                         exc,
                         failures,
                     )
@@ -208,7 +206,7 @@ class MqttBridge:
             if self._was_up:  # a session that worked: retry soon
                 backoff = BACKOFF_START
                 failures = 0
-            log.warning("lost the MQTT connection to %s; reconnecting", s.url)
+            log.warning("lost the MQTT connection to %s; reconnecting", s.safe_url)
             await _wait_any(stop, backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, BACKOFF_MAX)
         await self.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import cast
 from sensord import __version__
 from sensord.config import Settings, default_config_path, load_settings
 from sensord.errors import ConfigError
+from sensord.logs import setup_logging
 from sensord.rules import Rule, load_rules
 
 log = logging.getLogger("sensord")
@@ -39,8 +41,26 @@ def _parser() -> argparse.ArgumentParser:
         help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both",
     )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "--log-format",
+        default="auto",
+        choices=("auto", "json", "text"),
+        help="auto: text on a terminal, JSON lines otherwise (journald, files, pipes)",
+    )
     check = sub.add_parser("check", help="validate the config and every rule file")
     check.add_argument("-c", "--config", type=Path)
+    status = sub.add_parser(
+        "status",
+        help="summary of a running sensord; exit 0 ready, 1 degraded, 2 not ready/unreachable",
+    )
+    status.add_argument("-c", "--config", type=Path, help="read [http] listen from this config")
+    status.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    docs = sub.add_parser("docs", help="generate documentation")
+    docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="WHAT")
+    asyncapi = docs_sub.add_parser("asyncapi", help="AsyncAPI 3.0 document of the AMQP interface")
+    asyncapi.add_argument("-c", "--config", type=Path)
+    asyncapi.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     rules = sub.add_parser("rules", help="rule tools")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     test = rules_sub.add_parser(
@@ -72,20 +92,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiormq/aio-pika log a traceback per disconnect; sensord logs the outage itself.
-    for noisy in ("aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         path, settings, rules = load_all(args.config)
     except ConfigError as exc:
@@ -108,10 +116,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from sensord import status  # noqa: PLC0415 - only this verb needs it
+
+    url = args.url
+    if url is None:
+        try:
+            settings = load_settings(args.config or default_config_path())
+        except ConfigError as exc:
+            _print_problems(exc)
+            return status.EXIT_NOT_READY
+        if not settings.http.listen:
+            print("status: [http] listen is disabled in the config; pass --url", file=sys.stderr)
+            return status.EXIT_NOT_READY
+        url = f"http://{settings.http.listen}"
+    try:
+        st = status.get(url)
+    except status.StatusUnavailableError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return status.EXIT_NOT_READY
+    print(json.dumps(st, indent=2) if args.json else status.render_status(st))
+    return status.exit_code(st)
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from sensord.asyncapi import render  # noqa: PLC0415 - only this verb needs it
+
+    try:
+        settings = load_settings(args.config or default_config_path())
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    text = render(settings)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
+    if args.command == "status":
+        return cmd_status(args)
+    if args.command == "docs":
+        return cmd_docs(args)
     if args.command == "rules":
         from sensord.rules.testing import main as rules_test  # noqa: PLC0415 - keep startup light
 

@@ -100,6 +100,24 @@ class MqttSettings(_Section):
         return urlsplit(self.url).hostname or "127.0.0.1"
 
     @property
+    def safe_url(self) -> str:
+        """The URL for logs: any password in it replaced by ***."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(username, password): `username` + `password_file` win over the URL's user:pass."""
+        parts = urlsplit(self.url)
+        username = self.username if self.username is not None else parts.username
+        password = parts.password
+        if self.password_file is not None:
+            password = self.password_file.read_text(encoding="utf-8").strip()
+        return username, password
+
+    @property
     def port(self) -> int:
         return urlsplit(self.url).port or 1883
 
@@ -110,6 +128,13 @@ class AmqpSettings(_Section):
     reconnect_interval: float = Field(default=2.0, gt=0)
     publish_timeout: float = Field(default=10.0, gt=0)
     max_pending: int = Field(default=100_000, ge=1)
+    # on SIGTERM: keep trying to publish held alert events for up to this long
+    stop_grace: float = 5.0
+
+    @field_validator("stop_grace", mode="before")
+    @classmethod
+    def _grace(cls, v: object) -> float:
+        return parse_duration(v)
 
     @field_validator("prefix")
     @classmethod
@@ -385,6 +410,37 @@ def validation_problems(
     return problems
 
 
+_CRED_RE = re.compile(r"\$\{CREDENTIALS_DIRECTORY\}|\$CREDENTIALS_DIRECTORY\b")
+
+
+def expand_credentials(data: Any, environ: Mapping[str, str], file: str = "config") -> None:
+    """In `*_file` values, replace `${CREDENTIALS_DIRECTORY}` with systemd's credentials dir.
+
+    Under systemd `LoadCredential=` secrets land in $CREDENTIALS_DIRECTORY; this lets
+    one config file name them without knowing the runtime path.
+    """
+    items: Any = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in list(items):
+        if isinstance(value, dict | list):
+            expand_credentials(value, environ, file)
+        elif isinstance(value, str) and str(key).endswith("_file") and _CRED_RE.search(value):
+            cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+            if cred_dir is None:
+                raise ConfigError(
+                    [
+                        Problem(
+                            file,
+                            None,
+                            f"{key} = {value!r} needs $CREDENTIALS_DIRECTORY "
+                            "(systemd sets it for LoadCredential=)",
+                        )
+                    ]
+                )
+            data[key] = value.replace("${CREDENTIALS_DIRECTORY}", cred_dir).replace(
+                "$CREDENTIALS_DIRECTORY", cred_dir
+            )
+
+
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     try:
@@ -401,6 +457,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError([Problem(str(path), line, f"TOML syntax error: {msg}")]) from None
     env_keys = apply_env_overrides(data, env)
+    expand_credentials(data, env, str(path))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

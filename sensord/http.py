@@ -1,4 +1,5 @@
-"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, POST /-/reload."""
+"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, /api/v1/status,
+POST /-/reload."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sensord.metrics import Metrics
 log = logging.getLogger("sensord.http")
 
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+StatusProbe = Callable[[], dict[str, Any]]
 Reloader = Callable[[], tuple[bool, list[str]]]
 
 
@@ -24,11 +26,13 @@ class HttpServer:
         settings: HttpSettings,
         metrics: Metrics,
         ready: ReadinessProbe,
+        status: StatusProbe,
         reload: Reloader | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._ready = ready
+        self._status = status
         self._reload = reload
         self._runner: web.AppRunner | None = None
 
@@ -37,6 +41,7 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics_view)
         app.router.add_get("/healthz", self._health_view)
         app.router.add_get("/readyz", self._ready_view)
+        app.router.add_get("/api/v1/status", self._status_view)
         if self._reload is not None:
             app.router.add_post("/-/reload", self._reload_view)
         return app
@@ -58,9 +63,10 @@ class HttpServer:
 
     async def _ready_view(self, request: web.Request) -> web.Response:
         ok, detail = self._ready()
-        return web.json_response(
-            {"status": "ready" if ok else "not ready", **detail}, status=200 if ok else 503
-        )
+        return web.json_response(detail, status=200 if ok else 503)
+
+    async def _status_view(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status())
 
     async def start(self) -> None:
         if not self._settings.listen:

@@ -49,7 +49,6 @@ class Metrics:
         "registry",
         "rules_loaded",
         "rules_reload_failures",
-        "state_write_failures",
     )
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -98,11 +97,6 @@ class Metrics:
         self.rules_reload_failures = Counter(
             "sensord_rules_reload_failures",
             "Rule reloads (SIGHUP, POST /-/reload) refused because a rule file is invalid",
-            registry=self.registry,
-        )
-        self.state_write_failures = Counter(
-            "sensord_state_write_failures",
-            "Writes to the SQLite state file that failed (alerts still go out)",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(

@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import sqlite3
 import time
+from collections import deque
 from contextlib import AsyncExitStack
 from typing import Any, Literal, TextIO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sensord.alerts import build_event
+from sensord import __version__
+from sensord.alerts import build_event, fingerprint
 from sensord.amqp import declare_topology, make_broker
 from sensord.bridge import MqttBridge
 from sensord.config import ConsoleChannelSettings, Settings
 from sensord.errors import ConfigError
-from sensord.events import Reading
+from sensord.events import AlertEvent, Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
 from sensord.notify import ConsoleChannel, NotificationChannel, make_channel, register_consumer
-from sensord.publish import AlertPublisher
-from sensord.ratelimit import RateLimitedLog
+from sensord.outbox import Outbox, open_memory_db, open_state_db
+from sensord.publish import OutboxDrain
 from sensord.rules import AlertTransition, Rule, RuleEngine, load_rules
 from sensord.store import StateStore
+from sensord.systemd import SystemdNotifier
 
 log = logging.getLogger("sensord")
 
 Role = Literal["all", "edge", "notify"]
-
-STOP_GRACE = 5.0  # seconds to keep publishing held alerts after SIGTERM
 
 
 class Service:
@@ -41,18 +42,25 @@ class Service:
         *,
         metrics: Metrics | None = None,
         console: TextIO | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
         self.metrics = metrics if metrics is not None else Metrics()
         self.engine = RuleEngine(rules)
         self.metrics.rules_loaded.set(len(rules))
-        self.store: StateStore | None = None  # opened by run() for the edge role
-        self._store_error_log = RateLimitedLog(log, interval=30.0, burst=1)
         self.broker = make_broker(settings.amqp)
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
-        self.publisher = AlertPublisher(self.broker, settings.amqp, self.metrics)
+        self.db = open_state_db(settings.resolve(settings.state.path)) if self.edge else None
+        # alert state and outbox share the connection: one transaction holds both
+        self.store = StateStore(self.db) if self.db is not None else None
+        self.outbox = Outbox(
+            self.db if self.db is not None else open_memory_db(),
+            settings.amqp.max_pending,
+            self.metrics,
+        )
+        self.publisher = OutboxDrain(self.broker, settings.amqp, self.outbox, self.metrics)
         self.bridge = MqttBridge(settings.mqtt, self._on_reading, self.metrics)
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
@@ -65,8 +73,15 @@ class Service:
                 )
                 self.channels.append(channel)
                 register_consumer(self.broker, settings.amqp, ch_settings, channel, self.metrics)
-        self.http = HttpServer(settings.http, self.metrics, self.readiness, self.reload)
+        self.http = HttpServer(
+            settings.http, self.metrics, self.readiness, self.status, reload=self.reload
+        )
+        self.active: dict[str, str] = {}  # fingerprint -> severity of firing alerts
+        self._started = time.monotonic()
+        # (monotonic, readings) once per tick over the last minute: readings/s in status
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=61)
         self.amqp_up = asyncio.Event()
+        self.notifier = notifier if notifier is not None else SystemdNotifier()
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
@@ -78,41 +93,52 @@ class Service:
     def _commit(
         self, transitions: list[AlertTransition], now: float, *, flush: bool = False
     ) -> None:
-        """Persist what the engine changed (write-behind: in the call that changed it), then
-        hand the transitions on. `flush` adds the deadman clocks and the heartbeat time."""
-        if self.store is not None and (flush or self.engine.has_changes):
-            records = self.engine.take_dirty()
-            clocks = self.engine.clocks() if flush else []
-            try:
-                with self.store.transaction() as conn:
-                    self.store.write(
-                        conn,
-                        records,
-                        clocks,
-                        saved_at=now if flush else None,
-                        started_at=self.engine.start if flush else None,
-                    )
-            except sqlite3.Error as exc:
-                self.metrics.state_write_failures.inc()
-                self._store_error_log.warning("cannot write the state file: %s", exc)
-        if transitions:
-            self._emit(transitions)
-
-    def _emit(self, transitions: list[AlertTransition]) -> None:
+        """Persist what the engine changed (write-behind, in the call that changed it) and
+        the events of its transitions in one transaction: alert state and outbox rows are
+        committed together before this returns, so the MQTT message is acked only after.
+        `flush` adds the deadman clocks and the heartbeat time (each tick)."""
+        events: list[AlertEvent] = []
         for tr in transitions:
-            if tr.status == "flapping":
+            if tr.status == "flapping":  # a marker: logged and counted, never published
                 self.metrics.alerts_flapping.labels(tr.rule.severity.value).inc()
                 log.warning(
                     "alert %s %s is flapping: its notifications are held until it settles",
                     tr.rule.name,
                     "/".join(tr.labels.get(k, "?") for k in ("site", "device")),
                 )
-                continue
-            event = build_event(tr)
+            else:
+                events.append(build_event(tr))
+        store = self.store
+        if store is not None and (flush or events or self.engine.has_changes):
+            records = self.engine.take_dirty()
+            clocks = self.engine.clocks() if flush else []
+            with store.transaction() as conn:
+                store.write(
+                    conn,
+                    records,
+                    clocks,
+                    saved_at=now if flush else None,
+                    started_at=self.engine.start if flush else None,
+                )
+                if events:
+                    self.outbox.add(events)  # joins this transaction
+        elif events:
+            self.outbox.add(events)
+        if not events:
+            return
+        for event in events:
             self.metrics.alerts.labels(event.severity.value, event.status).inc()
-            self.publisher.enqueue(event)
+            if event.status == "firing":
+                self.active[event.fingerprint] = event.severity.value
+            else:
+                self.active.pop(event.fingerprint, None)
+        self.publisher.wake()
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
+        # A coroutine function on purpose: APScheduler's AsyncIOExecutor runs a plain
+        # function in a worker thread, which would race the MQTT callback on the engine
+        # and on the state file's one connection. A coroutine runs in the event loop.
+        self._sample_rate()
         now = time.time()
         self._commit(self.engine.tick(now), now, flush=True)
 
@@ -131,37 +157,130 @@ class Service:
         log.info("rules reloaded: %d rule(s)", len(rules))
         return True, []
 
-    def _open_state(self) -> None:
-        path = self.settings.resolve(self.settings.state.path)
-        self.store = StateStore(path)
+    def _restore_state(self) -> None:
+        """Before MQTT: take back alert state; firing alerts are not announced again."""
+        assert self.store is not None
         snapshot = self.store.load()
         now = time.time()
         transitions = self.engine.restore(snapshot, now, self.settings.rules.outage_tolerance)
+        for rule, labels in self.engine.firing():
+            self.active[fingerprint(rule.name, labels)] = rule.severity.value
         log.info(
-            "state file %s: %d alert state(s), %d deadman clock(s) restored",
-            path,
+            "state file: %d alert state(s), %d deadman clock(s) restored",
             len(snapshot.records),
             len(snapshot.clocks),
         )
         self._commit(transitions, now, flush=True)
 
-    def _close_state(self) -> None:
-        if self.store is not None:
-            self._commit([], time.time(), flush=True)
-            self.store.close()
-            self.store = None
+    def _flush_state(self) -> None:
+        self._commit([], time.time(), flush=True)
+
+    def health(self) -> tuple[str, list[str]]:
+        """("ready" | "degraded" | "not ready", reasons).
+
+        Degraded still serves: an edge with RabbitMQ down keeps ingesting and holds alerts.
+        """
+        problems: list[str] = []
+        degraded: list[str] = []
+        if self.edge and not self.bridge.connected.is_set():
+            problems.append("MQTT not connected")
+        if not self.amqp_up.is_set():
+            msg = "RabbitMQ unreachable"
+            (degraded if self.edge else problems).append(
+                msg + (" (alerts are held)" if self.edge else "")
+            )
+        watermark = int(self.settings.amqp.max_pending * 0.9)
+        if self.edge and self.publisher.pending >= watermark:
+            problems.append(f"alert backlog at {self.publisher.pending} (>= {watermark})")
+        if problems:
+            return "not ready", problems + degraded
+        return ("degraded", degraded) if degraded else ("ready", [])
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        mqtt_up = self.bridge.connected.is_set()
-        amqp_up = self.amqp_up.is_set()
+        state, reasons = self.health()
         detail = {
             "role": self.role,
-            "mqtt": "connected" if mqtt_up else "disconnected",
-            "amqp": "connected" if amqp_up else "disconnected",
+            "mqtt": "connected" if self.bridge.connected.is_set() else "disconnected",
+            "amqp": "connected" if self.amqp_up.is_set() else "disconnected",
             "alerts_pending": self.publisher.pending,
+            "reasons": reasons,
         }
-        ok = (mqtt_up or not self.edge) and (amqp_up or not self.notifying)
-        return ok, detail
+        return state != "not ready", {"status": state, **detail}
+
+    def status(self) -> dict[str, Any]:
+        """/api/v1/status: what an operator asks first."""
+        state, reasons = self.health()
+        now = time.monotonic()
+        rate = 0.0
+        if len(self._rate_samples) >= 2:
+            (t0, c0), (t1, c1) = self._rate_samples[0], self._rate_samples[-1]
+            rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+        active: dict[str, int] = {}
+        for severity in self.active.values():
+            active[severity] = active.get(severity, 0) + 1
+        return {
+            "status": state,
+            "reasons": reasons,
+            "version": __version__,
+            "role": self.role,
+            "uptime_s": round(now - self._started, 1),
+            "mqtt": {
+                "url": self.settings.mqtt.safe_url,
+                "connected": self.bridge.connected.is_set(),
+            },
+            "amqp": {"prefix": self.settings.amqp.prefix, "connected": self.amqp_up.is_set()},
+            "readings_total": self.metrics.readings,
+            "readings_per_s": round(rate, 1),
+            "invalid_total": {k: v for k, v in self.metrics.invalid.items() if v},
+            "alerts_active": active,
+            "alerts_pending_publish": self.publisher.pending,
+            "channels": [ch.name for ch in self.settings.channels] if self.notifying else [],
+        }
+
+    def _sample_rate(self) -> None:
+        self._rate_samples.append((time.monotonic(), self.metrics.readings))
+
+    def status_text(self) -> str:
+        parts = []
+        if self.edge:
+            parts.append("MQTT " + ("connected" if self.bridge.connected.is_set() else "down"))
+        amqp = "connected" if self.amqp_up.is_set() else "unreachable"
+        if self.edge and self.publisher.pending:
+            amqp += f", {self.publisher.pending} alert(s) held"
+        parts.append(f"RabbitMQ {amqp}")
+        parts.append(f"{self.metrics.readings} readings")
+        return "; ".join(parts)
+
+    def _systemd_ready(self) -> bool:
+        """READY=1 once rules are loaded and MQTT is subscribed (RabbitMQ may be down)."""
+        return self.bridge.connected.is_set() if self.edge else self.amqp_up.is_set()
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        """sd_notify: READY once, STATUS on change, WATCHDOG while the loop is responsive."""
+        notifier = self.notifier
+        if not notifier.enabled:
+            return
+        loop = asyncio.get_running_loop()
+        watchdog = notifier.watchdog_interval
+        period = min(watchdog, 1.0) if watchdog else 1.0
+        ready = False
+        last_status = ""
+        expected = loop.time()
+        while not stop.is_set():
+            now = loop.time()
+            lag = now - expected  # how late this task woke: the loop's responsiveness
+            status = self.status_text()
+            if not ready and self._systemd_ready():
+                ready = notifier.ready(status)
+            elif status != last_status:
+                notifier.status(status)
+            last_status = status
+            if watchdog and lag < watchdog:
+                notifier.watchdog()
+            expected = loop.time() + period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period)
+        notifier.stopping()
 
     # ---- lifecycle
 
@@ -176,6 +295,11 @@ class Service:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
+            if self.db is not None:
+                stack.callback(self.db.close)
+            if self.store is not None:
+                self._restore_state()
+                stack.callback(self._flush_state)  # the last heartbeat, before db.close
             await self.http.start()
             stack.push_async_callback(self.http.stop)
             for channel in self.channels:
@@ -184,8 +308,6 @@ class Service:
             stack.push_async_callback(self.broker.stop)
             scheduler = AsyncIOScheduler()
             if self.edge:
-                self._open_state()
-                stack.callback(self._close_state)
                 scheduler.add_job(
                     self._tick,
                     "interval",
@@ -205,18 +327,23 @@ class Service:
             async with asyncio.TaskGroup() as tg:
                 # a topology error (e.g. a queue declared with other arguments) is fatal
                 amqp_task = tg.create_task(self._connect_amqp(), name="amqp-connect")
+                tg.create_task(self._supervise(stop), name="systemd")
                 if self.edge:
-                    tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
-                    tg.create_task(self.publisher.run(stop), name="alert-publisher")
-                tg.create_task(_cancel_on(stop, amqp_task), name="stop")
-            log.info("stopping")
-            if self.edge:
-                left = await self.publisher.flush(STOP_GRACE)
-                if left:
-                    log.error("%d alert event(s) not yet published to RabbitMQ at stop", left)
-
-
-async def _cancel_on(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
-    await stop.wait()
-    if not task.done():
-        task.cancel()
+                    bridge_task = tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
+                    publish_task = tg.create_task(self.publisher.run(stop), name="alert-publisher")
+                await stop.wait()
+                log.info("stopping")
+                if self.edge:
+                    # MQTT first: no new readings; unacknowledged ones stay with the broker
+                    await bridge_task
+                    await publish_task  # its publish in flight ends before the flush starts
+                    left = await self.publisher.flush(self.settings.amqp.stop_grace)
+                    if left:
+                        log.error(
+                            "%d alert event(s) not published to RabbitMQ within the %gs "
+                            "stop grace: they are lost until the outbox lands",
+                            left,
+                            self.settings.amqp.stop_grace,
+                        )
+                if not amqp_task.done():
+                    amqp_task.cancel()

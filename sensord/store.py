@@ -1,12 +1,11 @@
-"""The SQLite state file: alert state and deadman clocks that survive a restart.
+"""Alert state in the SQLite state file: what survives a restart of the rule engine.
 
-One connection, owned by the service (an adapter like the others): WAL journal,
-`synchronous=NORMAL` (a commit is durable against a process crash at once and against a
-power cut from the next checkpoint on: the trade-off systemd services usually make).
-Writes are small and rare: the states the engine reports as changed, written in the call
-that changed them, and the deadman clocks, batched once per tick. `transaction()` is the
-unit of atomicity so that the outbox (next issue) can commit an alert transition and its
-outbox row together.
+The state file's one connection (`sensord.outbox.open_state_db`: WAL, `synchronous=NORMAL`)
+is owned by the service and shared with the outbox: `transaction()` is the unit of
+atomicity, so that an alert transition's state and its outbox rows commit together
+(`Outbox.add` joins an open transaction). Writes are small and rare: the states the
+engine reports as changed, written in the call that changed them, and the deadman
+clocks, batched once per tick.
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from sensord.outbox import open_state_db
 from sensord.rules import ClockRecord, Snapshot, StateRecord
 
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
+CREATE TABLE IF NOT EXISTS rule_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -59,28 +59,28 @@ def _sensor_id(labels: dict[str, str], expect: str | None) -> str:
 
 
 class StateStore:
-    """The state file. Open with `StateStore(path)`, close with `close()` (or `with`)."""
+    """The alert-state tables on a state-file connection (isolation_level=None: explicit
+    transactions). `StateStore.open(path)` opens a file of its own (tests, tools)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in transaction())
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        with self.transaction() as conn:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        with self.transaction() as tx:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                    tx.execute(statement)
+            row = tx.execute("SELECT value FROM rule_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
-                conn.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                tx.execute(
+                    "INSERT INTO rule_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
             elif int(row[0]) != SCHEMA_VERSION:
                 raise RuntimeError(
-                    f"{path}: state file schema {row[0]}, this sensord knows {SCHEMA_VERSION}"
+                    f"state file schema {row[0]}, this sensord knows {SCHEMA_VERSION}"
                 )
+
+    @classmethod
+    def open(cls, path: Path) -> StateStore:
+        return cls(open_state_db(path))
 
     def __enter__(self) -> StateStore:
         return self
@@ -149,10 +149,12 @@ class StateStore:
                 ],
             )
         if saved_at is not None:
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)", (repr(saved_at),))
+            conn.execute(
+                "INSERT OR REPLACE INTO rule_meta VALUES ('saved_at', ?)", (repr(saved_at),)
+            )
         if started_at is not None:
             conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('started_at', ?)", (repr(started_at),)
+                "INSERT OR REPLACE INTO rule_meta VALUES ('started_at', ?)", (repr(started_at),)
             )
 
     def save(
@@ -171,7 +173,7 @@ class StateStore:
 
     def load(self) -> Snapshot:
         conn = self.conn
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        meta = dict(conn.execute("SELECT key, value FROM rule_meta").fetchall())
         records = [
             StateRecord(
                 rule=row[0],

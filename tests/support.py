@@ -143,12 +143,15 @@ class TcpProxy:
 
     async def down(self) -> None:
         """Refuse new connections and cut the open ones."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for w in list(self._conns):
             w.transport.abort()
         self._conns.clear()
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
 
 async def delete_amqp(prefix: str, queues: list[str]) -> None:
@@ -192,6 +195,8 @@ class SensordProcess:
     amqp_url: str = AMQP_URL
     mqtt_port: int = MQTT_PORT
     extra_toml: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    config_override: str | None = None  # the whole config text, when a test needs its own
 
     @property
     def config_path(self) -> Path:
@@ -242,7 +247,9 @@ class SensordProcess:
 
     def start(self) -> None:
         self.write_config()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.config_override is not None:
+            self.config_path.write_text(self.config_override)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SENSORD_CONFIG", None)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -294,13 +301,16 @@ class SensordProcess:
                 out[name] = float(value)
         return out
 
-    async def wait_metric(self, name: str, value: float, timeout: float = 15.0) -> dict[str, float]:
-        """Poll /metrics until `name` reaches `value`; returns that scrape."""
+    async def wait_metric(
+        self, name: str, value: float, timeout: float = 15.0, *, exact: bool = False
+    ) -> dict[str, float]:
+        """Poll /metrics until `name` reaches `value` (or equals it); returns that scrape."""
         deadline = time.monotonic() + timeout
         metrics: dict[str, float] = {}
         while time.monotonic() < deadline:
             metrics = await self.metrics()
-            if metrics.get(name, 0.0) >= value:
+            got = metrics.get(name, 0.0)
+            if got == value or (not exact and got >= value):
                 return metrics
             await asyncio.sleep(0.1)
         raise AssertionError(f"{name} did not reach {value}: {metrics.get(name)}")

@@ -194,8 +194,10 @@ async def test_alerts_wait_while_rabbitmq_is_unreachable(
         assert metrics["sensord_outbox_pending"] == 1
         assert webhook.bodies == []
         await proxy.up()
-        await wait_for(lambda: webhook.alerts("firing"), timeout=30)
-        metrics = await sensord.metrics()
-        assert metrics["sensord_outbox_pending"] == 0
-        assert await sensord.stop() == 0
-        await proxy.down()
+        try:
+            await wait_for(lambda: webhook.alerts("firing"), timeout=30)
+            metrics = await sensord.metrics()
+            assert metrics["sensord_outbox_pending"] == 0
+            assert await sensord.stop() == 0
+        finally:
+            await proxy.down()

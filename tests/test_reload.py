@@ -3,6 +3,7 @@ which keeps the old rules when a file is bad."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -90,3 +91,9 @@ def test_service_reload_keeps_old_rules_on_a_bad_file(tmp_path: Path) -> None:
     assert [r.name for r in engine.rules] == ["a"]
     assert registry.get_sample_value("sensord_rules_reload_failures_total") == 1
     assert registry.get_sample_value("sensord_rules_loaded") == 1
+
+
+def test_tick_runs_in_the_event_loop_not_a_thread() -> None:
+    """APScheduler runs plain functions in a thread pool: the tick must be a coroutine
+    function, or it would race readings on the engine and the state file's connection."""
+    assert inspect.iscoroutinefunction(Service._tick)

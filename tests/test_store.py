@@ -7,8 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from sensord.alerts import build_event
 from sensord.events import Reading
+from sensord.metrics import Metrics
+from sensord.outbox import Outbox
 from sensord.rules import AlertTransition, ClockRecord, Rule, RuleEngine, StateRecord
 from sensord.store import StateStore
 
@@ -31,7 +35,7 @@ def persist(engine: RuleEngine, store: StateStore, now: float) -> None:
 def restart(
     rules: list[Rule], path: Path, now: float, tolerance: float = HOUR
 ) -> tuple[RuleEngine, StateStore, list[AlertTransition]]:
-    store = StateStore(path)
+    store = StateStore.open(path)
     engine = RuleEngine(rules)
     out = engine.restore(store.load(), now, tolerance)
     store.save(engine.take_dirty())
@@ -47,7 +51,7 @@ def statuses(transitions: list[AlertTransition]) -> list[tuple[float, str]]:
 
 def test_store_creates_parents_and_uses_wal(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "state.db"
-    with StateStore(path) as store:
+    with StateStore.open(path) as store:
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert path.is_file()
@@ -69,9 +73,9 @@ def test_records_round_trip_and_idle_records_delete(tmp_path: Path) -> None:
         flap_history=0b1011,
     )
     declared = StateRecord("dead", "{}", {"device": "t-9"}, expect="t-9", firing_since=5.0)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         store.save([rec, declared], [ClockRecord(labels, 99.0)], saved_at=100.0, started_at=1.0)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         snap = store.load()
         assert sorted(snap.records, key=lambda r: r.rule) == [declared, rec]
         assert list(snap.records[1].labels) == ["zone", "site", "device", "kind"]  # order kept
@@ -82,7 +86,7 @@ def test_records_round_trip_and_idle_records_delete(tmp_path: Path) -> None:
 
 
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         rec = StateRecord("hot", "{}", {"device": "d"}, firing_since=1.0)
 
         def fail_after_write() -> None:
@@ -100,13 +104,13 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
 
 def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    StateStore(path).close()
+    StateStore.open(path).close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.execute("UPDATE rule_meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with pytest.raises(RuntimeError, match="schema 99"):
-        StateStore(path)
+        StateStore.open(path)
 
 
 # ---------------------------------------------------------------- restart
@@ -115,7 +119,7 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
 def test_firing_alert_is_not_announced_again(tmp_path: Path) -> None:
     rules = [rule(above=80, clear_below=75)]
     engine = RuleEngine(rules)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         assert statuses(engine.evaluate(reading(90, 100), 100)) == [(100, "firing")]
         persist(engine, store, 101)
     engine, store, out = restart(rules, tmp_path / "s.db", 130)
@@ -130,7 +134,7 @@ def test_firing_alert_is_not_announced_again(tmp_path: Path) -> None:
 def test_resolved_while_down_is_sent_on_first_evaluation(tmp_path: Path) -> None:
     rules = [rule(above=80)]
     engine = RuleEngine(rules)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         engine.evaluate(reading(90, 100), 100)
         persist(engine, store, 100)
     engine, store, out = restart(rules, tmp_path / "s.db", 500)
@@ -154,7 +158,7 @@ def test_pending_for_timer_across_restart(
 ) -> None:
     rules = [rule(above=80, **{"for": "10s"})]
     engine = RuleEngine(rules)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         assert engine.evaluate(reading(85, 0), 0) == []
         persist(engine, store, 1)
     engine, store, _ = restart(rules, tmp_path / "s.db", restart_at, tolerance)
@@ -171,7 +175,7 @@ def test_pending_for_timer_across_restart(
 def test_deadman_clock_survives_restart(tmp_path: Path) -> None:
     rules = [rule(absent_for="60s")]
     engine = RuleEngine(rules)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         engine.evaluate(reading(20, 0), 0)
         persist(engine, store, 10)
     engine, store, _ = restart(rules, tmp_path / "s.db", 30)  # 20 s down
@@ -191,7 +195,7 @@ def test_deadman_clock_survives_restart(tmp_path: Path) -> None:
 def test_deadman_clock_restarts_after_long_outage(tmp_path: Path) -> None:
     rules = [rule(absent_for="60s")]
     engine = RuleEngine(rules)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         engine.evaluate(reading(20, 0), 0)
         persist(engine, store, 10)
     back = 10 + 2 * HOUR
@@ -204,7 +208,7 @@ def test_deadman_clock_restarts_after_long_outage(tmp_path: Path) -> None:
 def test_declared_sensor_alert_is_restored(tmp_path: Path) -> None:
     rules = [rule(absent_for="60s", expect=["t-9"])]
     engine = RuleEngine(rules, start=0)
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         assert statuses(engine.tick(60)) == [(60, "firing")]
         persist(engine, store, 61)
     engine, store, out = restart(rules, tmp_path / "s.db", 70)
@@ -227,7 +231,7 @@ def test_alerts_of_changed_or_removed_rules_resolve_at_restart(
 ) -> None:
     old = rule(above=80, severity="critical")
     engine = RuleEngine([old])
-    with StateStore(tmp_path / "s.db") as store:
+    with StateStore.open(tmp_path / "s.db") as store:
         engine.evaluate(reading(85, 100), 100)
         persist(engine, store, 100)
     engine, store, out = restart(new_rules, tmp_path / "s.db", 200)
@@ -235,4 +239,31 @@ def test_alerts_of_changed_or_removed_rules_resolve_at_restart(
     assert (resolved.status, resolved.rule, resolved.starts_at) == ("resolved", old, 100)
     assert resolved.labels["device"] == "t-1"
     assert store.counts()[0] == 0
+    store.close()
+
+
+def test_alert_state_and_outbox_rows_commit_together(tmp_path: Path) -> None:
+    """The service writes a transition's state and its outbox rows in one transaction."""
+    store = StateStore.open(tmp_path / "s.db")
+    outbox = Outbox(store.conn, 100, Metrics(CollectorRegistry()))
+    engine = RuleEngine([rule(above=80)])
+    [firing] = engine.evaluate(reading(90, 1), 1)
+    records = engine.take_dirty()
+
+    def crash_after_both() -> None:
+        with store.transaction() as conn:
+            store.write(conn, records)
+            outbox.add([build_event(firing)])
+            raise OSError("power cut")
+
+    with pytest.raises(OSError, match="power cut"):
+        crash_after_both()
+    assert store.counts() == (0, 0)
+    assert store.conn.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    with store.transaction() as conn:
+        store.write(conn, records)
+        outbox.add([build_event(firing)])
+    assert store.counts() == (1, 0)
+    # (Outbox's in-memory count resyncs at head() after a caller's rollback)
+    assert store.conn.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
     store.close()

@@ -897,6 +897,17 @@ class RuleEngine:
     def sensors(self) -> Iterable[SensorKey]:
         return self._sensors.keys()
 
+    def firing(self) -> list[tuple[Rule, dict[str, str]]]:
+        """The alerts receivers know as firing: (rule, labels)."""
+        out = [
+            (st.c.rule, sensor.labels)
+            for sensor in self._sensors.values()
+            for st in (*sensor.states, *sensor.absent)
+            if st.announced_since is not None
+        ]
+        out += [(e.c.rule, e.labels) for e in self._expectations if e.firing_since is not None]
+        return out
+
     @property
     def state_count(self) -> int:
         """(rule, sensor) states held: only the rules that match each sensor have one."""
