@@ -97,3 +97,17 @@ def test_tick_runs_in_the_event_loop_not_a_thread() -> None:
     """APScheduler runs plain functions in a thread pool: the tick must be a coroutine
     function, or it would race readings on the engine and the state file's connection."""
     assert inspect.iscoroutinefunction(Service._tick)
+
+
+def test_flapping_marker_is_counted_not_published(tmp_path: Path) -> None:
+    flappy = "rules:\n  - name: door\n    above: 0.5\n    flapping: {low: 0.2, high: 0.4}\n"
+    service, _, registry = _service(tmp_path, flappy)
+    out = []
+    for i, value in enumerate([1, 0, 1, 0, 1, 0, 1, 0]):
+        out += service.engine.evaluate(reading(value, i), i)
+    statuses = [t.status for t in out]
+    assert "flapping" in statuses
+    service._commit(out, 10)
+    published = len([s for s in statuses if s != "flapping"])
+    assert service.outbox.conn.execute("SELECT count(*) FROM outbox").fetchone() == (published,)
+    assert registry.get_sample_value("sensord_alerts_flapping_total", {"severity": "warning"}) == 1
