@@ -18,6 +18,10 @@ def fingerprint(rule: str, labels: dict[str, str]) -> str:
 
 
 def build_event(tr: AlertTransition) -> AlertEvent:
+    """The contract event of a firing or resolved transition (a flapping marker is none)."""
+    status = tr.status
+    if status == "flapping":
+        raise ValueError("a flapping marker is not published as an alert event")
     rule = tr.rule
     labels = {
         "alertname": rule.name,
@@ -29,19 +33,19 @@ def build_event(tr: AlertTransition) -> AlertEvent:
         **labels,
         "rule": rule.name,
         "value": tr.value if tr.value is not None else "n/a",
-        "threshold": rule.threshold,
-        "status": tr.status,
+        "threshold": tr.threshold,
+        "status": status,
     }
     return AlertEvent(
         event_id=str(uuid.uuid4()),
         fingerprint=fingerprint(rule.name, tr.labels),
-        status=tr.status,
+        status=status,
         rule=rule.name,
         severity=rule.severity,
         labels=labels,
         annotations={k: render(v, values) for k, v in rule.annotations.items()},
         value=tr.value,
-        threshold=rule.threshold,
+        threshold=tr.threshold,
         starts_at=to_datetime(tr.starts_at),
         ends_at=to_datetime(tr.ends_at) if tr.ends_at is not None else None,
         observed_at=to_datetime(tr.observed_at),

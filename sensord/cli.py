@@ -1,4 +1,4 @@
-"""Command line: `sensord run`, `sensord check` (contract: ARCHITECTURE.md "CLI")."""
+"""Command line: `sensord run`, `sensord check`, `sensord rules test` (ARCHITECTURE.md "CLI")."""
 
 from __future__ import annotations
 
@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every dead letter")
     dlq_purge.add_argument("--channel", required=True)
     dlq_purge.add_argument("--yes", action="store_true", help="confirm: messages are lost")
+    rules = sub.add_parser("rules", help="rule tools")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    test = rules_sub.add_parser(
+        "test", help="run rule unit tests: input series -> expected alerts (docs/rules.md)"
+    )
+    test.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
 
 
@@ -116,7 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await Service(settings, rules, cast(Role, args.role)).run(stop)
+        service = Service(settings, rules, cast(Role, args.role))
+        loop.add_signal_handler(signal.SIGHUP, service.reload)  # like POST /-/reload
+        await service.run(stop)
 
     asyncio.run(main())
     log.info("stopped")
@@ -209,4 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         return client.run(args)
     if args.command == "dlq":
         return cmd_dlq(args)
+    if args.command == "rules":
+        from sensord.rules.testing import main as rules_test  # noqa: PLC0415 - keep startup light
+
+        return rules_test(args.files, sys.stdout, sys.stderr)
     return cmd_run(args)

@@ -234,6 +234,13 @@ class AmqpSettings(_Section):
 class RulesSettings(_Section):
     paths: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
     tick: float = Field(default=1.0, gt=0, le=60)
+    # a downtime longer than this restarts `for` timers and deadman clocks (restore)
+    outage_tolerance: float = 3600.0
+
+    @field_validator("outage_tolerance", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
 
 
 class StateSettings(_Section):

@@ -1,4 +1,5 @@
-"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, /api/v1/status."""
+"""sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, /api/v1/status,
+POST /-/reload."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ log = logging.getLogger("sensord.http")
 
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
 StatusProbe = Callable[[], dict[str, Any]]
+Reloader = Callable[[], tuple[bool, list[str]]]
 
 
 class HttpServer:
@@ -26,13 +28,16 @@ class HttpServer:
         metrics: Metrics,
         ready: ReadinessProbe,
         status: StatusProbe,
+        *,
         api: AlertsApi | None = None,
+        reload: Reloader | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._ready = ready
         self._status = status
         self._api = api
+        self._reload = reload
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -43,7 +48,17 @@ class HttpServer:
         app.router.add_get("/api/v1/status", self._status_view)
         if self._api is not None:
             self._api.routes(app)
+        if self._reload is not None:
+            app.router.add_post("/-/reload", self._reload_view)
         return app
+
+    async def _reload_view(self, request: web.Request) -> web.Response:
+        """Reload the rule files, as SIGHUP does; 500 with the problems when refused."""
+        assert self._reload is not None
+        ok, problems = self._reload()
+        if ok:
+            return web.json_response({"status": "reloaded"})
+        return web.json_response({"status": "refused", "errors": problems}, status=500)
 
     async def _metrics_view(self, request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)

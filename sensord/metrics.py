@@ -64,6 +64,7 @@ class Metrics:
     __slots__ = (
         "alerts",
         "alerts_dropped",
+        "alerts_flapping",
         "alerts_suppressed",
         "alerts_unroutable",
         "amqp_connected",
@@ -79,6 +80,8 @@ class Metrics:
         "quarantined",
         "readings",
         "registry",
+        "rules_loaded",
+        "rules_reload_failures",
     )
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -134,6 +137,22 @@ class Metrics:
         self.outbox_pending = Gauge(
             "sensord_outbox_pending",
             "Alert events waiting to be confirmed by RabbitMQ",
+            registry=self.registry,
+        )
+        self.alerts_flapping = Counter(
+            "sensord_alerts_flapping",
+            "Alerts that began flapping (their notifications are held, not published)",
+            ["severity"],
+            registry=self.registry,
+        )
+        self.rules_loaded = Gauge(
+            "sensord_rules_loaded",
+            "Alert rules in force",
+            registry=self.registry,
+        )
+        self.rules_reload_failures = Counter(
+            "sensord_rules_reload_failures",
+            "Rule reloads (SIGHUP, POST /-/reload) refused because a rule file is invalid",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(

@@ -21,7 +21,8 @@ from sensord.api import AlertsApi
 from sensord.bridge import MqttBridge
 from sensord.config import Settings
 from sensord.dedup import HandledEvents
-from sensord.events import Reading
+from sensord.errors import ConfigError
+from sensord.events import AlertEvent, Reading
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
 from sensord.notify.base import NotificationChannel
@@ -30,8 +31,9 @@ from sensord.notify.consumer import Notifier
 from sensord.outbox import Outbox, open_memory_db, open_state_db
 from sensord.publish import OutboxDrain
 from sensord.quarantine import Quarantine
-from sensord.rules import AlertTransition, Rule, RuleEngine
+from sensord.rules import AlertTransition, Rule, RuleEngine, load_rules
 from sensord.silences import Matcher
+from sensord.store import StateStore
 from sensord.systemd import SystemdNotifier
 
 log = logging.getLogger("sensord")
@@ -54,11 +56,14 @@ class Service:
         self.role = role
         self.metrics = metrics if metrics is not None else Metrics()
         self.engine = RuleEngine(rules)
+        self.metrics.rules_loaded.set(len(rules))
         self.broker = make_broker(settings.amqp)
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
-        # the state file: the edge's outbox and alerts, the notify role's handled event ids
+        # the state file: the edge's rule state, outbox and alerts; the notify role's
+        # handled event ids. One connection: one transaction holds a transition's all.
         self.db = open_state_db(settings.resolve(settings.state.path))
+        self.state = StateStore(self.db) if self.edge else None
         self.outbox = Outbox(
             self.db if self.edge else open_memory_db(), settings.amqp.max_pending, self.metrics
         )
@@ -101,7 +106,9 @@ class Service:
                 handled=HandledEvents(self.db),
             )
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
-        self.http = HttpServer(settings.http, self.metrics, self.readiness, self.status, api)
+        self.http = HttpServer(
+            settings.http, self.metrics, self.readiness, self.status, api=api, reload=self.reload
+        )
         self._started = time.monotonic()
         # (monotonic, readings) once per tick over the last minute: readings/s in status
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=61)
@@ -111,33 +118,58 @@ class Service:
     # ---- per-reading path (called synchronously from the MQTT callback)
 
     def _on_reading(self, reading: Reading, now: float) -> None:
-        transitions = self.engine.observe(reading, now)
-        if transitions:
-            self._emit(transitions)
+        transitions = self.engine.evaluate(reading, now)
+        if transitions or self.engine.dirty:  # (orphans appear only at restore and reload)
+            self._commit(transitions, now)
 
-    def _emit(self, transitions: list[AlertTransition]) -> None:
-        store = self.store
-        assert store is not None  # only the edge evaluates rules
-        now = time.time()
-        events = [build_event(tr) for tr in transitions]
-        if len(events) > 1 and store.inhibit:
+    def _commit(
+        self, transitions: list[AlertTransition], now: float, *, flush: bool = False
+    ) -> None:
+        """Persist what the engine changed (write-behind, in the call that changed it), the
+        alerts' lifecycle and the events to publish, in one transaction committed before
+        this returns: the MQTT message is acked only after. `flush` adds the deadman clocks
+        and the heartbeat time (each tick)."""
+        events: list[AlertEvent] = []
+        for tr in transitions:
+            if tr.status == "flapping":  # a marker: logged and counted, never published
+                self.metrics.alerts_flapping.labels(tr.rule.severity.value).inc()
+                log.warning(
+                    "alert %s %s is flapping: its notifications are held until it settles",
+                    tr.rule.name,
+                    "/".join(tr.labels.get(k, "?") for k in ("site", "device")),
+                )
+            else:
+                events.append(build_event(tr))
+        state, alerts = self.state, self.store
+        assert state is not None  # only the edge evaluates rules
+        assert alerts is not None
+        if len(events) > 1 and alerts.inhibit:
             # record inhibiting alerts first, so a target firing on the same reading is held
-            events.sort(key=lambda e: not store.is_inhibit_source(e.labels))
-        to_send = []
-        # one transaction: the alert's new state and the events it causes; committed
-        # before this returns, so the MQTT message is acked only after it
-        with store.transaction():
+            events.sort(key=lambda e: not alerts.is_inhibit_source(e.labels))
+        to_send: list[AlertEvent] = []
+        if not (flush or events or self.engine.has_changes):
+            return
+        records = self.engine.take_dirty()
+        clocks = self.engine.clocks() if flush else []
+        with state.transaction() as conn:
+            state.write(
+                conn,
+                records,
+                clocks,
+                saved_at=now if flush else None,
+                started_at=self.engine.start if flush else None,
+            )
             for event in events:
                 self.metrics.alerts.labels(event.severity.value, event.status).inc()
-                if event.status == "firing":
-                    notify = store.fire(event, now)
-                else:
-                    notify = store.resolve(event)
+                notify = (
+                    alerts.fire(event, now) if event.status == "firing" else (alerts.resolve(event))
+                )
                 if notify:
                     to_send.append(event)
                 else:
                     self.metrics.alerts_suppressed.labels(event.status).inc()
-            self.outbox.add(to_send)
+            if to_send:
+                self.outbox.add(to_send)  # joins this transaction
         if to_send:
             self.publisher.wake()
 
@@ -152,12 +184,45 @@ class Service:
         if due:
             self.publisher.wake()
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
+        # A coroutine function on purpose: APScheduler's AsyncIOExecutor runs a plain
+        # function in a worker thread, which would race the MQTT callback on the engine
+        # and on the state file's one connection. A coroutine runs in the event loop.
         self._sample_rate()
-        transitions = self.engine.tick(time.time())
-        if transitions:
-            self._emit(transitions)
+        now = time.time()
+        self._commit(self.engine.tick(now), now, flush=True)
         self._reconcile()
+
+    def reload(self) -> tuple[bool, list[str]]:
+        """Reload the rule files (SIGHUP, POST /-/reload). A bad file keeps the old rules."""
+        try:
+            rules = load_rules(self.settings.rules.paths, self.settings.base_dir)
+        except ConfigError as exc:
+            self.metrics.rules_reload_failures.inc()
+            for problem in exc.problems:
+                log.error("rule reload refused, keeping the old rules: %s", problem)
+            return False, [str(p) for p in exc.problems]
+        now = time.time()
+        self._commit(self.engine.replace_rules(rules, now), now)
+        self.metrics.rules_loaded.set(len(rules))
+        log.info("rules reloaded: %d rule(s)", len(rules))
+        return True, []
+
+    def _restore_state(self) -> None:
+        """Before MQTT: take back alert state; firing alerts are not announced again."""
+        assert self.state is not None
+        snapshot = self.state.load()
+        now = time.time()
+        transitions = self.engine.restore(snapshot, now, self.settings.rules.outage_tolerance)
+        log.info(
+            "state file: %d alert state(s), %d deadman clock(s) restored",
+            len(snapshot.records),
+            len(snapshot.clocks),
+        )
+        self._commit(transitions, now, flush=True)
+
+    def _flush_state(self) -> None:
+        self._commit([], time.time(), flush=True)
 
     def health(self) -> tuple[str, list[str]]:
         """("ready" | "degraded" | "not ready", reasons).
@@ -317,6 +382,9 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
             stack.callback(self.db.close)
+            if self.state is not None:
+                self._restore_state()
+                stack.callback(self._flush_state)  # the last heartbeat, before db.close
             await self.http.start()
             stack.push_async_callback(self.http.stop)
             for channel in self.channels:

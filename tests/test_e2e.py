@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -47,7 +47,9 @@ async def test_alert_fires_and_resolves_through_webhook_and_console(
     topic = f"{sensord.topic_root}/plant-1/t-7/temperature"
     async with running(sensord):
         mqtt_pub.publish(topic, '{"value": 70.0}')
-        mqtt_pub.publish(topic, '{"value": 81.25, "ts": "2026-11-28T12:00:00Z", "unit": "C"}')
+        # a reading time of its own, recent: readings older than stale_after (5m) are no evidence
+        measured = (datetime.now(UTC) - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        mqtt_pub.publish(topic, f'{{"value": 81.25, "ts": "{measured}", "unit": "C"}}')
         await wait_for(lambda: webhook.alerts("firing"))
         mqtt_pub.publish(topic, "78")  # inside the hysteresis band: still firing
         mqtt_pub.publish(topic, '{"value": 74.0}')
@@ -83,7 +85,7 @@ async def test_alert_fires_and_resolves_through_webhook_and_console(
         "team": "facilities",
     }
     assert firing["annotations"] == {"summary": "plant-1/t-7 temperature 81.2 above 80"}
-    assert firing["startsAt"] == "2026-11-28T12:00:00Z"
+    assert firing["startsAt"] == measured
     assert firing["endsAt"] == "0001-01-01T00:00:00Z"
     assert len(firing["fingerprint"]) == 16
     (resolved,) = resolved_body["alerts"]

@@ -35,6 +35,8 @@ async def test_demo_shows_firing_within_30s_then_resolution_and_stops_on_ctrl_c(
         "SENSORD_MQTT__PERSISTENT_SESSION": "false",
         "SENSORD_HTTP__LISTEN": f"127.0.0.1:{free_port()}",
         "SIM_ARGS": f"--topic-root {topic_root}",
+        # its own state file: alerts a developer's `make run` left firing must not count
+        "SENSORD_STATE__PATH": str(tmp_path / "state.db"),
         "PYTHONUNBUFFERED": "1",
     }
     out_path = tmp_path / "demo.out"
