@@ -209,7 +209,7 @@ async def test_clock_skew_and_topic_templates(broker: PrivateMosquitto) -> None:
 
 
 async def test_redelivered_reading_does_not_repeat_an_alert(broker: PrivateMosquitto) -> None:
-    ts = 1_764_331_200.0
+    ts = round(time.time()) - 10.0  # recent: older readings than stale_after are no evidence
     pub = MqttPublisher(broker.port)
     try:
         async with bridge_running(broker.port) as c:
@@ -253,7 +253,7 @@ async def test_broker_outage_loses_nothing_and_repeats_no_alert(tmp_path: Path) 
     broker.start()
     proxy = TcpProxy(broker.port)  # the bridge's way in: cut separately from the broker
     await proxy.up()
-    ts = 1_764_331_200.0
+    ts = round(time.time()) - 60.0  # recent: older readings than stale_after are no evidence
     try:
         async with bridge_running(proxy.port, client_id=f"test-outage-{uid()}") as c:
             pub = MqttPublisher(broker.port)

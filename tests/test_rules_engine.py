@@ -448,7 +448,8 @@ def test_hysteresis_never_changes_inside_the_band(
     if start_high:
         assert [t.status for t in engine.evaluate(reading(above + 1, 0), 0)] == ["firing"]
     for i, frac in enumerate(steps, start=1):
-        in_band = clear_below + frac * width  # clear_below <= value <= above
+        # clear_below <= value <= above (min: clear_below + width can round past above)
+        in_band = min(clear_below + frac * width, above)
         assert engine.evaluate(reading(in_band, i), i) == []
         assert engine.tick(i + 0.5) == []
 
