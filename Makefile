@@ -5,12 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test venv services lint typecheck pytest bench clean help install uninstall
+.PHONY: run test venv services lint typecheck pytest bench bench-ingest clean help install uninstall
 
 help:
 	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
 	@echo "make test   - set up, then lint (ruff), types (mypy --strict) and pytest"
-	@echo "make bench  - benchmarks, JSON on stdout"
+	@echo "make bench  - every benchmark (ingest, rules, notify, simulator, latency), JSON on stdout"
 
 $(STAMP): pyproject.toml
 	@bash scripts/venv.sh "$(PYTHON)" "$(VENV)"
@@ -37,7 +37,12 @@ pytest: venv services
 
 test: lint typecheck pytest
 
+# every benchmark, one JSON object on stdout; `make bench BENCH="ingest rules"` picks some.
+# `make bench-ingest BENCH_ARGS="--messages 50000"` runs the ingest one with its options.
 bench: venv services
+	@$(BIN)/python -m bench.all $(BENCH)
+
+bench-ingest: venv services
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
