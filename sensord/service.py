@@ -195,6 +195,14 @@ class Service:
 
     def reload(self) -> tuple[bool, list[str]]:
         """Reload the rule files (SIGHUP, POST /-/reload). A bad file keeps the old rules."""
+        # systemd: RELOADING=1 with the monotonic time, READY=1 once done (either way)
+        self.systemd.reloading(time.monotonic_ns() // 1000)
+        try:
+            return self._reload_rules()
+        finally:
+            self.systemd.notify("READY=1", f"STATUS={self.status_text()}")
+
+    def _reload_rules(self) -> tuple[bool, list[str]]:
         try:
             rules = load_rules(self.settings.rules.paths, self.settings.base_dir)
         except ConfigError as exc:

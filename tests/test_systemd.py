@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sensord.systemd import SystemdNotifier
-from tests.support import AMQP_URL, SensordProcess, TcpProxy, running, uid
+from tests.support import AMQP_URL, SensordProcess, TcpProxy, running, uid, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -135,6 +136,12 @@ async def test_sensord_tells_systemd_ready_pings_watchdog_and_stops(
         await ns.wait_field("READY=1")
         ready_msg = next(m for m in ns.messages if "READY=1" in m)
         assert "MQTT connected" in ready_msg
+        assert sensord.proc is not None
+        sensord.proc.send_signal(signal.SIGHUP)  # reload the rules
+        reloading = await ns.wait_field("RELOADING=1")
+        assert reloading == "RELOADING=1"
+        assert any(f.startswith("MONOTONIC_USEC=") for f in ns.fields())
+        await wait_for(lambda: sum("READY=1" in m for m in ns.messages) >= 2)
         before = ns.fields().count("WATCHDOG=1")
         await asyncio.sleep(1.6)  # pings every 0.5 s
         assert ns.fields().count("WATCHDOG=1") - before >= 2
