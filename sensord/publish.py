@@ -16,6 +16,7 @@ import logging
 from aio_pika.exceptions import PublishError
 from faststream.rabbit import RabbitBroker
 
+from sensord.aio import first
 from sensord.amqp import alerts_exchange
 from sensord.config import AmqpSettings
 from sensord.metrics import Metrics
@@ -74,16 +75,14 @@ class OutboxDrain:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await _first(self.ready.wait(), stop.wait())
+        await first(self.ready.wait(), stop.wait())
         while not stop.is_set():
             if not self._outbox:
                 self._wakeup.clear()
-                await _first(self._wakeup.wait(), stop.wait())
+                await first(self._wakeup.wait(), stop.wait())
                 continue
             if not await self._step():
-                await _first(
-                    stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0))
-                )
+                await first(stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0)))
 
     async def _step(self) -> bool:
         """Publish one batch; True when every row of it left the outbox."""
@@ -142,12 +141,3 @@ class OutboxDrain:
             if not ok:
                 await asyncio.sleep(min(0.5, max(deadline - loop.time(), 0)))
         return len(self._outbox)
-
-
-async def _first(*aws: object) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()

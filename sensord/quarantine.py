@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from pamqp.common import FieldValue
 
+from sensord.aio import first
 from sensord.config import AmqpSettings, IngestSettings
 from sensord.metrics import Metrics
 from sensord.ratelimit import RateLimitedLog
@@ -112,11 +112,11 @@ class Quarantine:
         await self._broker.declare_queue(RabbitQueue(self._queue, durable=True))
 
     async def run(self, stop: asyncio.Event) -> None:
-        await _first(self.ready.wait(), stop.wait())
+        await first(self.ready.wait(), stop.wait())
         while not stop.is_set():
             if not self._pending:
                 self._wakeup.clear()
-                await _first(self._wakeup.wait(), stop.wait())
+                await first(self._wakeup.wait(), stop.wait())
                 continue
             refusal = self._pending[0]
             try:
@@ -143,14 +143,3 @@ class Quarantine:
                 self._pending.popleft()
             self.published += 1
             self._metrics.quarantined += 1
-
-
-async def _first(*aws: object) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
