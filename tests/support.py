@@ -82,6 +82,7 @@ class WebhookSink:
 
     statuses: list[int] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)  # X-Sensord-Event-Id of each body
     requests: int = 0
     port: int = 0  # 0: a free port at start()
     _runner: web.AppRunner | None = None
@@ -98,6 +99,7 @@ class WebhookSink:
         self.headers.append(dict(request.headers))
         status = self.statuses.pop(0) if self.statuses else 200
         if status < 300:
+            self.event_ids.append(request.headers.get("X-Sensord-Event-Id", ""))
             self.bodies.append(await request.json())
         headers = {"Retry-After": self.retry_after} if self.retry_after and status >= 300 else {}
         return web.Response(status=status, text="ok" if status < 300 else "fail", headers=headers)

@@ -20,6 +20,7 @@ from tests.support import (
     SensordProcess,
     TcpProxy,
     WebhookSink,
+    delete_mqtt_session,
     running,
     wait_for,
 )
@@ -167,3 +168,54 @@ async def test_rabbitmq_cut_while_alerts_fire_and_resolve_delivers_each_once_in_
         for alert in body["alerts"]:
             per_device.setdefault(alert["labels"]["device"], []).append(alert["status"])
     assert per_device == {d: ["firing", "resolved", "firing"] for d in ("t-1", "t-2", "t-3")}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+async def test_sigkill_at_several_points_loses_no_transition_and_repeats_none(
+    sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
+) -> None:
+    """sensord SIGKILLed right after readings arrive, at several delays, then restarted with
+    the same state file and MQTT session: every transition is notified exactly once."""
+    sensord.rules_yaml = RULES
+    sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
+    sensord.write_config()
+    sensord.config_override = sensord.config_path.read_text().replace(
+        "persistent_session = false", "persistent_session = true"
+    )
+    client_id = f"sensord-test-{sensord.prefix}"
+    devices = [f"k-{i}" for i in range(6)]
+    delays = [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]
+    try:
+        for device, delay in zip(devices, delays, strict=True):
+            sensord.start()
+            await sensord.wait_ready()
+            await wait_for(lambda: "connected to RabbitMQ" in sensord.stderr())
+            topic = f"{sensord.topic_root}/plant-1/{device}/temperature"
+            mqtt_pub.publish(topic, "90")
+            mqtt_pub.publish(topic, "70")
+            await asyncio.sleep(delay)
+            assert sensord.proc is not None
+            sensord.proc.send_signal(signal.SIGKILL)
+            sensord.proc.wait()
+        async with running(sensord):  # the last restart drains what is left
+            await wait_for(lambda: len(webhook.bodies) >= 2 * len(devices), timeout=60)
+            await asyncio.sleep(2)  # a repeated notification would arrive now
+            assert await sensord.stop() == 0
+    finally:
+        delete_mqtt_session(client_id)
+    # at-least-once: a kill between the target's 2xx and sensord recording the event id
+    # repeats that very event (same X-Sensord-Event-Id, at most once per kill); it never
+    # makes a new one, and nothing is lost
+    per_device: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    repeats = 0
+    for event_id, body in zip(webhook.event_ids, webhook.bodies, strict=True):
+        if event_id in seen:
+            repeats += 1
+            continue
+        seen.add(event_id)
+        for alert in body["alerts"]:
+            per_device.setdefault(alert["labels"]["device"], []).append(alert["status"])
+    assert per_device == {d: ["firing", "resolved"] for d in devices}
+    assert repeats <= len(delays)

@@ -22,6 +22,9 @@ def signature(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+EVENT_ID_HEADER = "X-Sensord-Event-Id"
+
+
 class HttpPoster:
     """One reused aiohttp session per channel, with a bounded connector (FACTS.md)."""
 
@@ -81,7 +84,11 @@ class WebhookChannel:
 
     async def send(self, event: AlertEvent) -> None:
         body = json.dumps(alertmanager_body([event], self.name, self._external_url)).encode()
-        headers = {SIGNATURE_HEADER: signature(self._secret, body)} if self._secret else {}
+        # at-least-once delivery: the event id lets a receiver drop the rare repeat (a crash
+        # between the target's 2xx and sensord recording it)
+        headers = {EVENT_ID_HEADER: event.event_id}
+        if self._secret:
+            headers[SIGNATURE_HEADER] = signature(self._secret, body)
         await self._http.post(body, headers)
 
     async def close(self) -> None:
