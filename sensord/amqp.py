@@ -19,16 +19,25 @@ from sensord.config import AmqpSettings, ChannelSettings
 
 if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker, RabbitExchange
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("sensord.amqp")
 
 _GLOB_CHARS = frozenset("*?[]#")
 
 
-def make_broker(settings: AmqpSettings) -> RabbitBroker:
+def make_broker(settings: AmqpSettings, registry: CollectorRegistry | None = None) -> RabbitBroker:
+    """The edge's broker; with `registry`, FastStream's own metrics (publish counts and
+    durations, `faststream_*`) are exported next to sensord's on /metrics."""
     # imported here: `sensord dlq` needs the topology, not FastStream (~1 s to import)
     from faststream.rabbit import Channel, RabbitBroker  # noqa: PLC0415
+    from faststream.rabbit.prometheus import RabbitPrometheusMiddleware  # noqa: PLC0415
 
+    middlewares = (
+        (RabbitPrometheusMiddleware(registry=registry, app_name="sensord"),)
+        if registry is not None
+        else ()
+    )
     return RabbitBroker(
         settings.url.get_secret_value(),
         # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md).
@@ -40,6 +49,7 @@ def make_broker(settings: AmqpSettings) -> RabbitBroker:
         # FastStream logs each consumed message at INFO; we count instead.
         log_level=logging.DEBUG,
         graceful_timeout=10.0,
+        middlewares=middlewares,
     )
 
 

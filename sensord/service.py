@@ -57,7 +57,7 @@ class Service:
         self.metrics = metrics if metrics is not None else Metrics()
         self.engine = RuleEngine(rules)
         self.metrics.rules_loaded.set(len(rules))
-        self.broker = make_broker(settings.amqp)
+        self.broker = make_broker(settings.amqp, self.metrics.registry)
         self.edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
         # the state file: the edge's rule state, outbox and alerts; the notify role's

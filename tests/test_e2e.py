@@ -122,7 +122,10 @@ async def test_invalid_payloads_are_counted_and_ingest_goes_on(
         mqtt_pub.publish(topic, b'{"value": 95}')
         await wait_for(lambda: webhook.alerts("firing"))
         metrics = await sensord.metrics()
+        _, text = await sensord.get("/metrics")
         assert await sensord.stop() == 0
+    # FastStream's own middleware metrics sit next to sensord's on the same registry
+    assert "faststream_published_messages_total" in text
 
     def invalid(reason: str) -> float:
         return metrics[f'sensord_readings_invalid_total{{reason="{reason}"}}']
