@@ -107,3 +107,48 @@ async def test_malformed_payloads_are_counted_by_sensord_under_the_reason_the_si
         refused = sum(invalid(metrics, r) for r in MALFORMED)
         assert metrics["sensord_readings_total"] == 700 - refused
         assert await sensord.stop() == 0
+
+
+FLAPPING_RULES = """
+rules:
+  - name: critical-temperature
+    match: {kind: temperature}
+    above: 80
+    severity: critical
+    flapping: {low: 0.1, high: 0.3, history: 6}
+"""
+
+
+async def test_flapping_scenario_is_held_as_flapping_not_a_notification_storm(
+    sensord: SensordProcess, webhook: WebhookSink
+) -> None:
+    sensord.rules_yaml = FLAPPING_RULES
+    sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
+    flapping = 'sensord_alerts_flapping_total{severity="critical"}'
+    async with running(sensord):
+        sim = subprocess.Popen(  # noqa: ASYNC220 - runs beside sensord, stopped below
+            _sim_argv(
+                *("--topic-root", sensord.topic_root, "--sites", "1", "--sensors", "1"),
+                *("--rate", "0.5", "--scenario", "flapping", "--quiet"),
+                *("--client-id", f"simtest-pub-{uid()}"),
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_sim_env(),
+        )
+        try:
+            # t-1 crosses 80 about every 5 s from 5 s on; a reading every 2 s
+            await sensord.wait_metric(flapping, 1, timeout=60)
+            held_from = len(webhook.bodies)
+            crossings_before = await sensord.metrics()
+            await asyncio.sleep(12)  # more than two oscillation periods: several crossings
+            after = await sensord.metrics()
+        finally:
+            sim.terminate()
+            _, err = sim.communicate(timeout=15)
+        assert sim.returncode == 0, err
+        assert await sensord.stop() == 0
+    readings = after["sensord_readings_total"] - crossings_before["sensord_readings_total"]
+    assert readings >= 5  # the sensor kept reporting (and crossing) meanwhile
+    assert len(webhook.bodies) == held_from  # held: no notification storm
+    assert held_from <= 6  # the few transitions before it was recognised as flapping
