@@ -38,6 +38,8 @@ from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.broker import PrivateMosquitto, free_port
+from sensord.amqp import channel_queues
+from sensord.config import load_settings
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -200,7 +202,11 @@ class Sensord:
                 self.proc.kill()
         conn = await aio_pika.connect(AMQP)
         async with conn:
-            for name in (f"{self.prefix}.notify.hook", f"{self.prefix}.notify.hook.dead"):
+            settings = load_settings(self.workdir / "sensord.toml", {})
+            names = [f"{self.prefix}.quarantine"] + [
+                spec.name for ch in settings.channels for spec in channel_queues(settings.amqp, ch)
+            ]
+            for name in names:
                 ch = await conn.channel()
                 with contextlib.suppress(aio_pika.exceptions.AMQPError):
                     await ch.queue_delete(name)

@@ -169,6 +169,15 @@ class TcpProxy:
                 await asyncio.wait_for(server.wait_closed(), 5)
 
 
+def config_queues(config: Path, environ: dict[str, str]) -> tuple[str, list[str]]:
+    """(prefix, every queue a sensord with this config declares): for cleaning up."""
+    settings = load_settings(config, environ)
+    names = [f"{settings.amqp.prefix}.quarantine"]
+    for ch in settings.channels:
+        names += [spec.name for spec in channel_queues(settings.amqp, ch)]
+    return settings.amqp.prefix, names
+
+
 async def delete_amqp(prefix: str, queues: list[str]) -> None:
     """Remove what a test declared on the shared RabbitMQ."""
     conn = await aio_pika.connect(AMQP_URL)
@@ -353,7 +362,7 @@ class SensordProcess:
         return self.proc.returncode
 
     def queues(self) -> list[str]:
-        names = []
+        names = [f"{self.prefix}.quarantine"]  # declared by every edge
         for ch in self.channels:
             names += [
                 f"{self.prefix}.notify.{ch['name']}",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import delete_amqp, free_port, uid
+from tests.support import config_queues, delete_amqp, free_port, uid
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,7 @@ async def test_demo_shows_firing_within_30s_then_resolution_and_stops_on_ctrl_c(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        await delete_amqp(prefix, [f"{prefix}.notify.console", f"{prefix}.notify.console.dead"])
+        await delete_amqp(*config_queues(ROOT / "sensord.toml", env))
     text = out_path.read_text(errors="replace")
     assert fired_at is not None, text
     assert fired_at <= 30, f"first FIRING after {fired_at:.1f}s"
