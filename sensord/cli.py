@@ -13,7 +13,7 @@ from typing import cast
 
 from sensord import __version__, client
 from sensord.config import Settings, default_config_path, load_settings
-from sensord.errors import ConfigError
+from sensord.errors import ConfigError, SensordError
 from sensord.logs import setup_logging
 from sensord.rules import Rule, load_rules
 
@@ -126,7 +126,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, service.reload)  # like POST /-/reload
         await service.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SensordError as exc:  # a fatal condition sensord explains itself, not a crash
+        log.error("%s", exc)
+        print(f"sensord: {exc}", file=sys.stderr)
+        return 1
     log.info("stopped")
     return 0
 

@@ -46,3 +46,7 @@ class NotifyError(SensordError):
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class StateFileError(SensordError):
+    """The SQLite state file cannot be used (e.g. written by a newer sensord)."""

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from sensord.errors import StateFileError
 from sensord.outbox import open_state_db
 from sensord.rules import ClockRecord, Snapshot, StateRecord
 
@@ -74,8 +75,10 @@ class StateStore:
                     "INSERT INTO rule_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
             elif int(row[0]) != SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"state file schema {row[0]}, this sensord knows {SCHEMA_VERSION}"
+                path = conn.execute("PRAGMA database_list").fetchone()[2]
+                raise StateFileError(
+                    f"{path}: state file schema {row[0]}, this sensord knows {SCHEMA_VERSION}"
+                    " (written by another version: restore a matching sensord or move it away)"
                 )
 
     @classmethod

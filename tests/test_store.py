@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sensord.alerts import build_event
+from sensord.errors import StateFileError
 from sensord.events import Reading
 from sensord.metrics import Metrics
 from sensord.outbox import Outbox
@@ -109,7 +110,7 @@ def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     conn.execute("UPDATE rule_meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(RuntimeError, match="schema 99"):
+    with pytest.raises(StateFileError, match="schema 99"):
         StateStore.open(path)
 
 

@@ -74,3 +74,25 @@ async def test_restart_keeps_alert_state(
     by_device = {a["labels"]["device"]: a["fingerprint"] for a in webhook.alerts("firing")}
     for resolved in webhook.alerts("resolved"):
         assert resolved["fingerprint"] == by_device[resolved["labels"]["device"]]
+
+
+async def test_a_state_file_from_another_version_stops_sensord_with_one_clear_line(
+    sensord: SensordProcess,
+) -> None:
+    import sqlite3
+
+    sensord.rules_yaml = "rules: []\n"
+    db = sensord.workdir / "var" / "sensord.db"
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE rule_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO rule_meta VALUES ('schema_version', '99')")
+    conn.commit()
+    conn.close()
+    sensord.start()
+    assert sensord.proc is not None
+    rc = sensord.proc.wait(timeout=30)
+    assert rc == 1
+    err = sensord.stderr()
+    assert f"sensord: {db}: state file schema 99" in err
+    assert "Traceback" not in err
