@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -51,6 +52,10 @@ def parse_duration(value: object) -> float:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
+
+
+# a float of seconds, written as a number or text with a unit ("500ms", "5s", "2m")
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Section(BaseModel):
@@ -206,12 +211,7 @@ class AmqpSettings(_Section):
     publish_timeout: float = Field(default=10.0, gt=0)
     max_pending: int = Field(default=100_000, ge=1)
     # on SIGTERM: keep trying to publish held alert events for up to this long
-    stop_grace: float = 5.0
-
-    @field_validator("stop_grace", mode="before")
-    @classmethod
-    def _grace(cls, v: object) -> float:
-        return parse_duration(v)
+    stop_grace: Duration = 5.0
 
     @field_validator("prefix")
     @classmethod
@@ -235,12 +235,7 @@ class RulesSettings(_Section):
     paths: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
     tick: float = Field(default=1.0, gt=0, le=60)
     # a downtime longer than this restarts `for` timers and deadman clocks (restore)
-    outage_tolerance: float = 3600.0
-
-    @field_validator("outage_tolerance", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
+    outage_tolerance: Duration = 3600.0
 
 
 class StateSettings(_Section):
@@ -264,13 +259,8 @@ class InhibitSettings(_Section):
 
 class AlertsSettings(_Section):
     # re-announce a firing alert that is not acknowledged this often; 0 disables
-    repeat_interval: float = 4 * 3600.0
+    repeat_interval: Duration = 4 * 3600.0
     inhibit: list[InhibitSettings] = Field(default_factory=list)
-
-    @field_validator("repeat_interval", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
 
 
 class HttpSettings(_Section):
@@ -299,13 +289,8 @@ class HttpSettings(_Section):
 
 class RetrySettings(_Section):
     max_attempts: int = Field(default=3, ge=1, le=100)
-    delay: float = 5.0
-    max_delay: float = 300.0
-
-    @field_validator("delay", "max_delay", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
+    delay: Duration = 5.0
+    max_delay: Duration = 300.0
 
 
 SeverityName = Literal["critical", "warning", "info"]
@@ -410,13 +395,8 @@ class WebhookChannelSettings(_ChannelBase):
     type: Literal["webhook"]
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = 10.0
+    timeout: Duration = 10.0
     hmac_secret_file: Path | None = None
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
 
     @field_validator("url")
     @classmethod
@@ -433,13 +413,8 @@ DEFAULT_SLACK_TEMPLATE = (
 class SlackChannelSettings(_ChannelBase):
     type: Literal["slack"]
     url: str
-    timeout: float = 10.0
+    timeout: Duration = 10.0
     template: str = DEFAULT_SLACK_TEMPLATE
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
 
     @field_validator("url")
     @classmethod
@@ -461,12 +436,7 @@ class MqttChannelSettings(_ChannelBase):
     client_id: str | None = None
     username: str | None = None
     password_file: Path | None = None
-    timeout: float = 10.0
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
+    timeout: Duration = 10.0
 
     @field_validator("url")
     @classmethod
@@ -516,13 +486,8 @@ class EmailChannelSettings(_ChannelBase):
     to: list[str] = Field(min_length=1)
     subject_template: str = DEFAULT_EMAIL_SUBJECT
     body_template: str = DEFAULT_EMAIL_BODY
-    group_wait: float = 0.0
-    timeout: float = 30.0
-
-    @field_validator("group_wait", "timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
+    group_wait: Duration = 0.0
+    timeout: Duration = 30.0
 
     @field_validator("subject_template", "body_template")
     @classmethod
@@ -533,15 +498,10 @@ class EmailChannelSettings(_ChannelBase):
 class AlertmanagerChannelSettings(_ChannelBase):
     type: Literal["alertmanager"]
     url: str  # base URL, e.g. http://127.0.0.1:9093
-    resend_interval: float = 60.0
-    resolved_retention: float = 900.0
-    timeout: float = 10.0
+    resend_interval: Duration = 60.0
+    resolved_retention: Duration = 900.0
+    timeout: Duration = 10.0
     generator_url: str = ""
-
-    @field_validator("resend_interval", "resolved_retention", "timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: object) -> float:
-        return parse_duration(v)
 
     @field_validator("url")
     @classmethod

@@ -51,10 +51,6 @@ def render(template: str, values: dict[str, object]) -> str:
         return template
 
 
-def _duration(v: object) -> float:
-    return parse_duration(v)
-
-
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -69,7 +65,7 @@ class Aggregate(_Part):
     @field_validator("window", mode="before")
     @classmethod
     def _window(cls, v: object) -> float:
-        seconds = _duration(v)
+        seconds = parse_duration(v)
         if seconds <= 0:
             raise ValueError("window must be longer than 0s")
         return seconds
@@ -87,7 +83,7 @@ class Rate(_Part):
     def _durations(cls, v: object) -> float | None:
         if v is None:
             return None
-        seconds = _duration(v)
+        seconds = parse_duration(v)
         if seconds <= 0:
             raise ValueError("must be longer than 0s")
         return seconds
@@ -143,7 +139,7 @@ class Rule(BaseModel):
     @field_validator("for_", "absent_for", "keep_firing_for", "stale_after", mode="before")
     @classmethod
     def _duration(cls, v: object) -> float | None:
-        return None if v is None else _duration(v)
+        return None if v is None else parse_duration(v)
 
     @field_validator("stale_after")
     @classmethod

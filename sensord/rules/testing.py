@@ -36,10 +36,6 @@ def parse_values(text: str) -> list[float | None]:
     return out
 
 
-def _duration(v: object) -> float:
-    return parse_duration(v)
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -59,7 +55,7 @@ class InputSeries(_Model):
     @field_validator("start", mode="before")
     @classmethod
     def _start(cls, v: object) -> float:
-        return _duration(v)
+        return parse_duration(v)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -104,7 +100,7 @@ class AlertCheck(_Model):
     @field_validator("at", mode="before")
     @classmethod
     def _at(cls, v: object) -> float:
-        return _duration(v)
+        return parse_duration(v)
 
 
 class RuleTest(_Model):
@@ -116,7 +112,7 @@ class RuleTest(_Model):
     @field_validator("interval", mode="before")
     @classmethod
     def _interval(cls, v: object) -> float:
-        seconds = _duration(v)
+        seconds = parse_duration(v)
         if seconds <= 0:
             raise ValueError("interval must be longer than 0s")
         return seconds
@@ -131,7 +127,7 @@ class RuleTestFile(_Model):
     @field_validator("evaluation_interval", mode="before")
     @classmethod
     def _interval(cls, v: object) -> float:
-        seconds = _duration(v)
+        seconds = parse_duration(v)
         if seconds <= 0:
             raise ValueError("evaluation_interval must be longer than 0s")
         return seconds
