@@ -75,6 +75,7 @@ class Metrics:
         "mqtt_connected",
         "notification_seconds",
         "notifications",
+        "outbox_oldest_age",
         "outbox_pending",
         "quarantine_dropped",
         "quarantined",
@@ -132,6 +133,11 @@ class Metrics:
             "sensord_dlq_messages",
             "Messages in a channel's dead-letter queue (passive declare, every 15 s)",
             ["channel"],
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "sensord_outbox_oldest_age_seconds",
+            "Age of the oldest alert event not yet confirmed by RabbitMQ (0 when none)",
             registry=self.registry,
         )
         self.outbox_pending = Gauge(

@@ -178,11 +178,13 @@ class Service:
         if self.store is None:
             return
         now = time.time()
+        self.store.gc_silences(now)
         with self.store.transaction():
             due = self.store.due(now, self.settings.alerts.repeat_interval)
             self.outbox.add(due)
         if due:
             self.publisher.wake()
+        self.metrics.outbox_oldest_age.set(self.outbox.oldest_age(now) if self.outbox else 0.0)
 
     async def _tick(self) -> None:
         # A coroutine function on purpose: APScheduler's AsyncIOExecutor runs a plain

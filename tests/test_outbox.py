@@ -118,7 +118,10 @@ async def test_alerts_survive_sigkill_while_rabbitmq_is_down_and_arrive_in_order
         await wait_for(lambda: "connected to MQTT" in sensord.stderr())
         for value in (90, 70, 91, 71):  # firing, resolved, firing, resolved
             mqtt_pub.publish(topic, str(value))
-        await sensord.wait_metric("sensord_outbox_pending", 4)
+        held = await sensord.wait_metric("sensord_outbox_pending", 4)
+        await asyncio.sleep(1.5)  # a tick or more later, the gauge shows the wait
+        held = await sensord.metrics()
+        assert held["sensord_outbox_oldest_age_seconds"] >= 1.0
         assert sensord.proc is not None
         sensord.proc.send_signal(signal.SIGKILL)
         sensord.proc.wait()
