@@ -274,10 +274,7 @@ class Service:
         if len(self._rate_samples) >= 2:
             (t0, c0), (t1, c1) = self._rate_samples[0], self._rate_samples[-1]
             rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-        active: dict[str, int] = {}
-        for alert in self.store.alerts.values() if self.store is not None else ():
-            severity = alert.event.severity.value
-            active[severity] = active.get(severity, 0) + 1
+        active = dict(self.store.by_severity) if self.store is not None else {}
         return {
             "status": state,
             "reasons": reasons,
