@@ -67,7 +67,7 @@ class Service:
         self.outbox = Outbox(
             self.db if self.edge else open_memory_db(), settings.amqp.max_pending, self.metrics
         )
-        self.publisher = OutboxDrain(self.broker, settings.amqp, self.outbox, self.metrics)
+        self.publisher = OutboxDrain(settings.amqp, self.outbox, self.metrics)
         self.store = (
             AlertStore(
                 self.db,
@@ -104,6 +104,8 @@ class Service:
                 self.channels,
                 self.metrics,
                 handled=HandledEvents(self.db),
+                # one process, one core: a backlog reaches RabbitMQ before it is notified
+                gate=self.publisher.caught_up if self.edge else None,
             )
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
         self.http = HttpServer(
@@ -398,6 +400,7 @@ class Service:
                 await channel.start()
                 stack.push_async_callback(channel.close)
             stack.push_async_callback(self.broker.stop)
+            stack.push_async_callback(self.publisher.close)
             if self.notifier is not None:
                 # before the channels close: in-flight notifications finish first
                 stack.push_async_callback(self.notifier.stop)
