@@ -4,16 +4,18 @@ The edge decides here whether a transition is notified: a firing alert that is s
 or inhibited is tracked but not published; when the silence expires or the inhibiting
 alert resolves, it is published then. A resolution is published only for an alert whose
 firing was. Long-firing alerts are re-announced every `repeat_interval` (same
-fingerprint and starts_at, new event id) unless acknowledged.
+fingerprint and starts_at, new event id) unless acknowledged; each channel has its own
+interval (`RepeatPolicy`), and a repeat names the channels it is for.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -50,6 +52,24 @@ class ActiveAlert:
     acked_by: str | None = None
     acked_at: float | None = None
     ack_comment: str | None = None
+    # per channel, when it was last re-announced to (absent: at last_sent)
+    repeats: dict[str, float] = field(default_factory=dict)
+    next_due: float | None = None  # in memory: the earliest repeat of any channel
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatPolicy:
+    """Per channel: its repeat interval (> 0) and whether it takes an alert at all."""
+
+    channels: tuple[tuple[str, float, Callable[[AlertEvent], bool]], ...] = ()
+
+    @classmethod
+    def every(cls, interval: float) -> RepeatPolicy:
+        """One interval for every channel (as `[alerts] repeat_interval` alone)."""
+        return cls((("*", interval, lambda _e: True),) if interval > 0 else ())
+
+    def intervals(self, event: AlertEvent) -> list[tuple[str, float]]:
+        return [(name, iv) for name, iv, takes in self.channels if takes(event)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +119,12 @@ class AlertStore:
 
     def __post_init__(self) -> None:
         self.conn.executescript(SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(alerts)")}
+        if "repeats" not in columns:  # a state file of sensord <= 0.1: a column more
+            self.conn.execute("ALTER TABLE alerts ADD COLUMN repeats TEXT")
         self._sources = [{} for _ in self.inhibit]
-        for _fp, event, notified, last_sent, by, at, comment in self.conn.execute(
-            "SELECT fingerprint, event, notified, last_sent, acked_by, acked_at, ack_comment"
+        for event, notified, last_sent, by, at, comment, repeats in self.conn.execute(
+            "SELECT event, notified, last_sent, acked_by, acked_at, ack_comment, repeats"
             " FROM alerts"
         ):
             self._put(
@@ -112,6 +135,7 @@ class AlertStore:
                     by,
                     at,
                     comment,
+                    json.loads(repeats) if repeats else {},
                 )
             )
         for row in self.conn.execute(
@@ -195,7 +219,7 @@ class AlertStore:
     def _save(self, alert: ActiveAlert) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO alerts (fingerprint, event, notified, last_sent, acked_by,"
-            " acked_at, ack_comment) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " acked_at, ack_comment, repeats) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.event.fingerprint,
                 alert.event.model_dump_json(),
@@ -204,6 +228,7 @@ class AlertStore:
                 alert.acked_by,
                 alert.acked_at,
                 alert.ack_comment,
+                json.dumps(alert.repeats) if alert.repeats else None,
             ),
         )
 
@@ -221,25 +246,54 @@ class AlertStore:
         self.conn.execute("DELETE FROM alerts WHERE fingerprint = ?", (event.fingerprint,))
         return alert is None or alert.notified
 
-    def due(self, now: float, repeat_interval: float) -> list[AlertEvent]:
-        """Firing events to send now: held ones no longer suppressed, and repeats."""
-        out = []
+    def due(
+        self, now: float, policy: RepeatPolicy
+    ) -> list[tuple[AlertEvent, tuple[str, ...] | None]]:
+        """Firing events to send now, each with the channels it is for: held alerts no
+        longer suppressed (None: every channel), and repeats (the channels whose own
+        interval has passed since they were last told)."""
+        out: list[tuple[AlertEvent, tuple[str, ...] | None]] = []
         for alert in self.alerts.values():
-            repeat_due = (
-                repeat_interval > 0
-                and alert.acked_by is None
-                and alert.last_sent is not None
-                and now - alert.last_sent >= repeat_interval
-            )
-            if alert.notified and not repeat_due:
-                continue  # the common case, decided without matching anything
+            channels: tuple[str, ...] | None = None
+            if alert.notified:
+                if alert.acked_by is not None or alert.last_sent is None:
+                    continue
+                if alert.next_due is None:
+                    alert.next_due = self._next_due(alert, policy)
+                if now < alert.next_due:
+                    continue  # the common case, decided without matching anything
+                since = alert.last_sent
+                channels = tuple(
+                    name
+                    for name, iv in policy.intervals(alert.event)
+                    if now - alert.repeats.get(name, since) >= iv
+                )
+                if not channels:
+                    alert.next_due = self._next_due(alert, policy)
+                    continue
             if self.suppressed(alert.event, now):
                 continue
             event = alert.event.model_copy(update={"event_id": str(uuid.uuid4())})
+            if channels is None:  # first told now: every channel's clock starts here
+                alert.repeats = {}
+            else:
+                assert alert.last_sent is not None  # a repeat follows a notification
+                for name, _iv in policy.intervals(alert.event):
+                    alert.repeats.setdefault(name, alert.last_sent)
+                alert.repeats.update(dict.fromkeys(channels, now))
             alert.event, alert.notified, alert.last_sent = event, True, now
+            alert.next_due = self._next_due(alert, policy)
             self._save(alert)
-            out.append(event)
+            out.append((event, channels))
         return out
+
+    @staticmethod
+    def _next_due(alert: ActiveAlert, policy: RepeatPolicy) -> float:
+        since = alert.last_sent or 0.0
+        return min(
+            (alert.repeats.get(name, since) + iv for name, iv in policy.intervals(alert.event)),
+            default=math.inf,
+        )
 
     def ack(self, fingerprint: str, by: str, comment: str, now: float | None = None) -> bool:
         alert = self.alerts.get(fingerprint)

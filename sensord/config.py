@@ -359,6 +359,8 @@ class _ChannelBase(_Section):
     prefetch: int = Field(default=16, ge=1, le=10_000)
     match: ChannelMatch | None = None
     rate_limit: RateLimitSettings | None = None
+    # re-announce a firing, unacknowledged alert this often; None: [alerts] repeat_interval
+    repeat_interval: Duration | None = None
 
     @field_validator("name")
     @classmethod

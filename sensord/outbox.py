@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     fingerprint TEXT NOT NULL,
     routing_key TEXT NOT NULL,
     body        BLOB NOT NULL,
-    created     REAL NOT NULL
+    created     REAL NOT NULL,
+    repeat_for  TEXT
 )
 """
 
@@ -55,6 +57,7 @@ class OutboxRow:
     routing_key: str
     body: bytes
     created: float
+    repeat_for: str | None = None  # a repeat: the channels it is for, comma-separated
 
 
 class Outbox:
@@ -65,6 +68,8 @@ class Outbox:
         self.max_rows = max_rows
         self._metrics = metrics
         conn.execute(SCHEMA)
+        if "repeat_for" not in {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}:
+            conn.execute("ALTER TABLE outbox ADD COLUMN repeat_for TEXT")  # sensord <= 0.1
         (self._count,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
         self._update_metrics()
 
@@ -78,20 +83,38 @@ class Outbox:
         row = self.conn.execute("SELECT created FROM outbox ORDER BY seq LIMIT 1").fetchone()
         return 0.0 if row is None else max(0.0, (now or time.time()) - row[0])
 
-    def add(self, events: list[AlertEvent], now: float | None = None) -> None:
-        """Insert rows; commits unless the caller holds a transaction (then it commits)."""
+    def add(
+        self,
+        events: list[AlertEvent],
+        now: float | None = None,
+        repeat_for: Sequence[tuple[str, ...] | None] = (),
+    ) -> None:
+        """Insert rows; commits unless the caller holds a transaction (then it commits).
+        `repeat_for`, when given, has one entry per event: None, or the channels a repeat
+        is for."""
+        if not events:
+            return
         created = now if now is not None else time.time()
+        targets = repeat_for or [None] * len(events)
         rows = [
-            (e.event_id, e.fingerprint, e.routing_key, e.model_dump_json().encode(), created)
-            for e in events
+            (
+                e.event_id,
+                e.fingerprint,
+                e.routing_key,
+                e.model_dump_json().encode(),
+                created,
+                None if t is None else ",".join(t),
+            )
+            for e, t in zip(events, targets, strict=True)
         ]
         own = not self.conn.in_transaction
         if own:
             self.conn.execute("BEGIN IMMEDIATE")
         try:
             inserted = self.conn.executemany(
-                "INSERT OR IGNORE INTO outbox (event_id, fingerprint, routing_key, body, created)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO outbox"
+                " (event_id, fingerprint, routing_key, body, created, repeat_for)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             ).rowcount
             self._count += inserted
@@ -123,7 +146,8 @@ class Outbox:
 
     def head(self, limit: int) -> list[OutboxRow]:
         cur = self.conn.execute(
-            "SELECT seq, event_id, fingerprint, routing_key, body, created FROM outbox"
+            "SELECT seq, event_id, fingerprint, routing_key, body, created, repeat_for"
+            " FROM outbox"
             " ORDER BY seq LIMIT ?",
             (limit,),
         )

@@ -27,6 +27,7 @@ from pamqp.commands import Basic
 from sensord.aio import first
 from sensord.config import AmqpSettings
 from sensord.metrics import Metrics
+from sensord.notify.headers import REPEAT_HEADER
 from sensord.outbox import Outbox, OutboxRow
 from sensord.ratelimit import RateLimitedLog
 
@@ -104,7 +105,10 @@ class OutboxDrain:
                 exchange=exchange,
                 routing_key=row.routing_key,
                 properties=Basic.Properties(
-                    delivery_mode=2, message_id=row.event_id, content_type="application/json"
+                    delivery_mode=2,
+                    message_id=row.event_id,
+                    content_type="application/json",
+                    headers=None if row.repeat_for is None else {REPEAT_HEADER: row.repeat_for},
                 ),
                 mandatory=True,
                 wait=False,

@@ -15,11 +15,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sensord import __version__
 from sensord.alerts import build_event
-from sensord.alertstore import AlertStore, InhibitRule
-from sensord.amqp import declare_topology_once, make_broker
+from sensord.alertstore import AlertStore, InhibitRule, RepeatPolicy
+from sensord.amqp import declare_topology_once, make_broker, matches
 from sensord.api import AlertsApi
 from sensord.bridge import MqttBridge
-from sensord.config import Settings
+from sensord.config import ChannelSettings, Settings
 from sensord.dedup import HandledEvents
 from sensord.errors import ConfigError
 from sensord.events import AlertEvent, Reading
@@ -39,6 +39,23 @@ from sensord.systemd import SystemdNotifier
 log = logging.getLogger("sensord")
 
 Role = Literal["all", "edge", "notify"]
+
+
+def repeat_policy(settings: Settings) -> RepeatPolicy:
+    """Each channel's repeat interval (its own, else `[alerts] repeat_interval`; 0: none)
+    for the alerts it takes (severity, match)."""
+    out = []
+    for ch in settings.channels:
+        interval = settings.alerts.repeat_interval
+        if ch.repeat_interval is not None:
+            interval = ch.repeat_interval
+        if interval > 0:
+
+            def takes(event: AlertEvent, ch: ChannelSettings = ch) -> bool:
+                return event.severity.value in ch.severities and matches(ch, event.labels)
+
+            out.append((ch.name, interval, takes))
+    return RepeatPolicy(tuple(out))
 
 
 class Service:
@@ -83,6 +100,7 @@ class Service:
             if self.edge
             else None
         )
+        self.repeats = repeat_policy(settings)
         self.quarantine = Quarantine(self.broker, settings.amqp, settings.ingest, self.metrics)
         self.bridge = MqttBridge(
             settings.mqtt,
@@ -182,8 +200,8 @@ class Service:
         now = time.time()
         self.store.gc_silences(now)
         with self.store.transaction():
-            due = self.store.due(now, self.settings.alerts.repeat_interval)
-            self.outbox.add(due)
+            due = self.store.due(now, self.repeats)
+            self.outbox.add([e for e, _ in due], now, [targets for _, targets in due])
         if due:
             self.publisher.wake()
         self.metrics.outbox_oldest_age.set(self.outbox.oldest_age(now) if self.outbox else 0.0)

@@ -180,3 +180,38 @@ async def test_mutations_need_the_token(sensord: SensordProcess, webhook: Webhoo
         assert no_token.returncode == 1
         assert "HTTP 401" in no_token.stderr
         assert await sensord.stop() == 0
+
+
+async def test_each_channel_repeats_at_its_own_interval(
+    sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
+) -> None:
+    """`repeat_interval` per channel: one firing alert is re-announced to `fast` every
+    second and to `slow` every three; a repeat meant for `fast` only is skipped by `slow`."""
+    slow = WebhookSink()
+    await slow.start()
+    try:
+        _setup(sensord, webhook, "repeat_interval = 0\n")
+        sensord.rules_yaml = RULES.split("  - name: warm", maxsplit=1)[0]
+        sensord.channels = [
+            {"name": "fast", "type": "webhook", "url": webhook.url, "repeat_interval": "1s"},
+            {"name": "slow", "type": "webhook", "url": slow.url, "repeat_interval": "3s"},
+        ]
+        async with running(sensord):
+            mqtt_pub.publish(f"{sensord.topic_root}/plant-3/t-1/temperature", b"95")
+            await wait_for(lambda: len(slow.bodies) >= 3, timeout=30)  # first + 2 repeats
+            metrics = await sensord.metrics()
+            assert await sensord.stop() == 0
+    finally:
+        await slow.stop()
+    fast_alerts = [a for b in webhook.bodies for a in b["alerts"]]
+    slow_alerts = [a for b in slow.bodies for a in b["alerts"]]
+    every = fast_alerts + slow_alerts
+    assert {a["status"] for a in every} == {"firing"}
+    assert len({a["fingerprint"] for a in every}) == 1
+    assert len({a["startsAt"] for a in every}) == 1  # one episode, re-announced
+    assert len(webhook.bodies) >= 6  # first + a repeat about every second for 6 s
+    assert len(set(webhook.event_ids)) == len(webhook.event_ids)  # each repeat a new event
+    gaps = [b - a for a, b in zip(slow.times, slow.times[1:], strict=False)]
+    assert min(gaps) > 2.5, gaps  # every three seconds, not at fast's pace
+    skipped = 'sensord_notifications_total{channel="slow",outcome="skipped"}'
+    assert metrics.get(skipped, 0) >= 2  # fast-only repeats reached slow's queue, unsent

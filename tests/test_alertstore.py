@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sensord.alertstore import AlertStore, InhibitRule
+from sensord.alertstore import AlertStore, InhibitRule, RepeatPolicy
 from sensord.events import AlertEvent
-from sensord.outbox import open_state_db
+from sensord.metrics import Metrics
+from sensord.outbox import Outbox, open_state_db
 from sensord.silences import Matcher
 from tests.support import make_event
 
@@ -46,7 +47,7 @@ def test_inhibition_and_severity_counts_follow_fire_resolve_and_restart(tmp_path
     with restarted.transaction():
         assert restarted.resolve(_event("t-1", "critical", "resolved"))
         # the source resolved: the held warning is published on the next reconcile
-        assert [e.fingerprint for e in restarted.due(101.0, 0)] == ["t-1-warning"]
+        assert [e.fingerprint for e, _ in restarted.due(101.0, RepeatPolicy())] == ["t-1-warning"]
     assert restarted.inhibited_by("x", _event("t-1", "warning").labels) is None
     assert restarted.by_severity == {"warning": 2}
     with restarted.transaction():
@@ -54,3 +55,74 @@ def test_inhibition_and_severity_counts_follow_fire_resolve_and_restart(tmp_path
         restarted.resolve(_event("t-2", "warning", "resolved"))
     assert restarted.by_severity == {}
     assert restarted._sources == [{}]
+
+
+def test_each_channel_is_reminded_at_its_own_interval_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    policy = RepeatPolicy(
+        (
+            ("a", 3.0, lambda e: True),
+            ("b", 4.0, lambda e: True),
+            ("w", 1.0, lambda e: e.severity.value == "warning"),  # takes no critical alert
+        )
+    )
+    store = AlertStore(open_state_db(path))
+    first = _event("t-1", "critical")
+    with store.transaction():
+        assert store.fire(first, 0.0)
+    told: dict[int, list[tuple[str, ...] | None]] = {}
+    ids = {first.event_id}
+    for t in range(13):
+        if t == 7:  # a restart: the channels' clocks come back from the state file
+            store = AlertStore(open_state_db(path))
+        with store.transaction():
+            due = store.due(float(t), policy)
+        told[t] = [channels for _, channels in due]
+        for event, _ in due:
+            assert (event.fingerprint, event.starts_at) == (first.fingerprint, first.starts_at)
+            ids.add(event.event_id)
+    assert {t: c for t, c in told.items() if c} == {
+        3: [("a",)],
+        4: [("b",)],
+        6: [("a",)],
+        8: [("b",)],
+        9: [("a",)],
+        12: [("a", "b")],
+    }
+    assert len(ids) == 7  # each repeat is a new event of the same alert
+    store.ack(first.fingerprint, "me", "on it", now=12.5)
+    with store.transaction():
+        assert store.due(100.0, policy) == []  # acknowledged: no more repeats
+
+
+def test_a_state_file_from_before_per_channel_repeats_opens_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """Tables written by sensord 0.1 (no `repeats`, no `repeat_for` column) gain them."""
+    path = tmp_path / "old.db"
+    event = _event("t-1", "critical")
+    conn = open_state_db(path)
+    conn.executescript(
+        "CREATE TABLE alerts (fingerprint TEXT PRIMARY KEY, event TEXT NOT NULL,"
+        " notified INTEGER NOT NULL, last_sent REAL, acked_by TEXT, acked_at REAL,"
+        " ack_comment TEXT);"
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL"
+        " UNIQUE, fingerprint TEXT NOT NULL, routing_key TEXT NOT NULL, body BLOB NOT NULL,"
+        " created REAL NOT NULL);"
+    )
+    conn.execute(
+        "INSERT INTO alerts VALUES (?, ?, 1, 50.0, NULL, NULL, NULL)",
+        (event.fingerprint, event.model_dump_json()),
+    )
+    conn.execute(
+        "INSERT INTO outbox (event_id, fingerprint, routing_key, body, created)"
+        " VALUES ('e1', 'fp', 'critical.s.k', x'7b7d', 1.0)"
+    )
+    conn.close()
+    store = AlertStore(open_state_db(path))
+    box = Outbox(open_state_db(path), 10, Metrics())
+    assert store.alerts[event.fingerprint].last_sent == 50.0
+    assert [(r.event_id, r.repeat_for) for r in box.head(10)] == [("e1", None)]
+    with store.transaction():
+        due = store.due(60.0, RepeatPolicy.every(5.0))
+    assert [channels for _, channels in due] == [("*",)]

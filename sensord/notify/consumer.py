@@ -47,7 +47,9 @@ from sensord.notify.headers import (
     CHANNEL_HEADER,
     DEAD_AT_HEADER,
     ERROR_HEADER,
+    REPEAT_HEADER,
     header_int,
+    header_str,
 )
 from sensord.notify.render import rfc3339
 
@@ -270,8 +272,10 @@ class ChannelConsumer:
         attempts: int,
     ) -> None:
         name = self.settings.name
-        if not matches(self.settings, event.labels) or (
-            event.status == "resolved" and not self.settings.send_resolved
+        if (
+            not matches(self.settings, event.labels)
+            or (event.status == "resolved" and not self.settings.send_resolved)
+            or not self._repeat_is_for_me(headers)
         ):
             self._acks.settle(message)
             self._count("skipped")
@@ -299,6 +303,13 @@ class ChannelConsumer:
             self._count("sent")
         finally:
             self._metrics.notification_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def _repeat_is_for_me(self, headers: dict[str, Any]) -> bool:
+        """A repeat names the channels whose repeat interval passed; others skip it."""
+        if REPEAT_HEADER not in headers:
+            return True
+        targets = header_str(headers, REPEAT_HEADER).split(",")
+        return "*" in targets or self.settings.name in targets
 
     async def _failed(
         self,

@@ -8,6 +8,9 @@ ATTEMPTS_HEADER = "x-sensord-attempts"
 ERROR_HEADER = "x-sensord-error"
 CHANNEL_HEADER = "x-sensord-channel"
 DEAD_AT_HEADER = "x-sensord-dead-at"
+# set by the edge on a repeat of a firing alert: the channels it is for, comma-separated
+# ("*": every channel); channels not named acknowledge it without notifying
+REPEAT_HEADER = "x-sensord-repeat-for"
 # headers RabbitMQ adds on dead-lettering; attempts are counted from our own header
 BROKER_HEADERS = (
     "x-death",
