@@ -290,6 +290,12 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
     mqtt_port: int, work: Path, n: int = 200
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    p99: dict[str, float] = {}
+
+    def _put(out: dict[str, Any], name: str, values: list[float]) -> None:
+        out[f"{name}_ms"] = round(statistics.median(values) * 1000, 3)
+        p99[name] = round(_pct(values, 0.99) * 1000, 3)
+
     # MQTT QoS 1 round trip through the broker
     got = threading.Event()
     sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="lat-floor-sub")
@@ -309,7 +315,7 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
     for c in (pub, sub):
         c.disconnect()
         c.loop_stop()
-    out["mqtt_qos1_round_trip_ms"] = round(statistics.median(rtts) * 1000, 3)
+    _put(out, "mqtt_qos1_round_trip", rtts)
     # one SQLite WAL commit (synchronous=NORMAL, as the outbox)
     db = sqlite3.connect(work / "floor.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -323,7 +329,7 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
         db.execute("COMMIT")
         commits.append(time.perf_counter() - t0)
     db.close()
-    out["sqlite_commit_ms"] = round(statistics.median(commits) * 1000, 3)
+    _put(out, "sqlite_commit", commits)
     # RabbitMQ publish with confirm, then consume: as sensord does it, a persistent
     # message into a durable quorum queue (its confirm waits for the Raft log's fsync)
     conn = await aio_pika.connect(AMQP)
@@ -344,7 +350,7 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
                     rts.append(time.perf_counter() - t0)
         finally:
             await q.delete(if_unused=False, if_empty=False)
-    out["rabbitmq_publish_confirm_consume_ms"] = round(statistics.median(rts) * 1000, 3)
+    _put(out, "rabbitmq_publish_confirm_consume", rts)
     # one webhook POST to a local aiohttp server
     sink = Sink()
     await sink.start()
@@ -357,8 +363,10 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
                 await r.read()
             posts.append(time.perf_counter() - t0)
     await sink.stop()
-    out["webhook_post_ms"] = round(statistics.median(posts) * 1000, 3)
+    _put(out, "webhook_post", posts)
     out["sum_ms"] = round(sum(v for k, v in out.items() if k.endswith("_ms")), 3)
+    out["p99_ms"] = p99
+    out["p99_sum_ms"] = round(sum(p99.values()), 3)
     return out
 
 
