@@ -34,6 +34,8 @@ from sensord.ratelimit import RateLimitedLog
 log = logging.getLogger("sensord.publish")
 
 BATCH = 256
+# the longest the notify consumers of the same process wait for a backlog to drain
+MAX_HOLD = 10.0
 
 
 def unique_prefix(rows: list[OutboxRow]) -> list[OutboxRow]:
@@ -141,15 +143,22 @@ class OutboxDrain:
             self.caught_up.set()  # never leave consumers waiting on a drain that ended
 
     async def _drain(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        held_since: float | None = None  # when the consumers were last asked to wait
         while not stop.is_set():
             if not self._outbox:
                 self._wakeup.clear()
                 await first(self._wakeup.wait(), stop.wait())
                 continue
-            if len(self._outbox) > BATCH:
+            if len(self._outbox) > BATCH and held_since is None:
+                held_since = loop.time()
                 self.caught_up.clear()
+            elif held_since is not None and loop.time() - held_since > MAX_HOLD:
+                # alerts keep coming faster than they drain: notifying must not starve
+                self.caught_up.set()
             ok = await self._step()
             if not ok or len(self._outbox) <= BATCH:
+                held_since = None
                 self.caught_up.set()
             if not ok:
                 await first(stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0)))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sensord import publish
 from sensord.amqp import channel_queues
 from sensord.config import AmqpSettings, ConsoleChannelSettings
 from sensord.events import AlertEvent, Severity
@@ -250,10 +251,14 @@ class _Recorder:
         pass
 
 
-async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_hold", [10.0, 0.0])
+async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_hold: float
+) -> None:
     """One process with both roles, one event loop: while more than a batch is held, the
     notify consumers wait, so a backlog moves to RabbitMQ (durable) at full speed first;
-    then every event is notified, once."""
+    then every event is notified, once. They wait `MAX_HOLD` at most (0: not at all)."""
+    monkeypatch.setattr(publish, "MAX_HOLD", max_hold)
     amqp = AmqpSettings.model_validate({"url": AMQP_URL, "prefix": f"t{uid()}"})
     channel = ConsoleChannelSettings.model_validate({"name": "rec", "type": "console"})
     metrics = Metrics()
@@ -279,4 +284,7 @@ async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(tmp_path: Path) 
         await delete_amqp(amqp.prefix, queues)
     assert sorted(rec.sent) == sorted(f"ev-{i}" for i in range(n))
     assert len(outbox) == 0
-    assert max(rec.held_at_send) <= BATCH  # nothing notified while a backlog was held
+    if max_hold:
+        assert max(rec.held_at_send) <= BATCH  # nothing notified while a backlog was held
+    else:
+        assert max(rec.held_at_send) > BATCH  # the hold ended: notified meanwhile
