@@ -7,6 +7,8 @@ prints one JSON object (progress on stderr). In the same run it measures:
   webhook sink) under a background load of `--load` readings/s;
 - the floor: each fixed cost of that path measured alone (an MQTT QoS 1 round trip, one
   SQLite WAL commit, one RabbitMQ publish-confirm-consume, one webhook POST);
+- the reference: Prometheus Alertmanager alone (POST /api/v2/alerts -> the same kind of
+  webhook sink, group_wait 0, one group per alert), when it is installed;
 - the outbox drain after a RabbitMQ outage of `--outage` s (a TCP proxy cut) during which
   `--backlog` alerts fired: seconds from reconnect until the outbox is empty, alerts/s.
 Nothing is asserted: medians and ratios, on a noisy 2-core machine.
@@ -424,11 +426,86 @@ async def measure_drain(mqtt_port: int, outage: float, backlog: int, work: Path)
         await sink.stop()
 
 
+ALERTMANAGER_BIN = Path("/usr/bin/prometheus-alertmanager")
+
+
+def _start_alertmanager(wd: Path, port: int, hook: str) -> subprocess.Popen[bytes] | None:
+    """Alertmanager on `port`, routing every alert alone and at once to `hook`."""
+    if not ALERTMANAGER_BIN.exists():
+        return None
+    (wd / "data").mkdir(parents=True)
+    (wd / "am.yml").write_text(
+        "route:\n  receiver: hook\n  group_by: ['...']\n  group_wait: 0s\n"
+        "  group_interval: 1m\n  repeat_interval: 4h\nreceivers:\n  - name: hook\n"
+        f"    webhook_configs:\n      - url: {hook}\n        send_resolved: false\n"
+    )
+    with (wd / "am.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                str(ALERTMANAGER_BIN),
+                f"--config.file={wd / 'am.yml'}",
+                f"--storage.path={wd / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def measure_alertmanager(work: Path, n: int = 200) -> dict[str, Any]:
+    """The reference: Prometheus Alertmanager alone, POST /api/v2/alerts -> webhook, with
+    group_wait 0 and one group per alert, to the same kind of sink, idle."""
+    sink = Sink()
+    await sink.start()
+    port = free_port()
+    wd = work / "alertmanager"
+    proc = _start_alertmanager(wd, port, f"http://127.0.0.1:{sink.port}/alerts")
+    if proc is None:
+        await sink.stop()
+        return {"skipped": f"{ALERTMANAGER_BIN} is not installed (Debian prometheus-alertmanager)"}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with s.get(base + "/-/ready") as r:
+                        if r.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    return {"skipped": f"alertmanager not ready: see {wd / 'am.log'}"}
+                await asyncio.sleep(0.1)
+            version = ""
+            async with s.get(base + "/api/v2/status") as r:
+                version = (await r.json()).get("versionInfo", {}).get("version", "")
+            latencies = []
+            for i in range(n):
+                device = f"am-{i}"
+                sink.events[device] = asyncio.Event()
+                alert = [{"labels": {"alertname": "lat", "device": device}}]
+                t0 = time.time()
+                async with s.post(base + "/api/v2/alerts", json=alert) as r:
+                    await r.read()
+                await asyncio.wait_for(sink.events[device].wait(), 30)
+                latencies.append(sink.arrived[device] - t0)
+        return {**_summary_ms(latencies), "version": version}
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await sink.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with PrivateMosquitto(max_inflight=1000) as broker, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         _log("floor: fixed costs alone")
         floor = await measure_floor(broker.port, work)
+        _log("reference: Prometheus Alertmanager alone, POST -> webhook")
+        alertmanager = await measure_alertmanager(work)
         _log(f"latency: {args.alerts} alerts under {args.load} readings/s")
         latency = await measure_latency(broker.port, args.alerts, args.load, work)
         drain = None
@@ -440,6 +517,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "latency": latency,
         "floor": floor,
         "ratio_p50_to_floor": round(latency["p50_ms"] / floor["sum_ms"], 2),
+        "alertmanager_alone": alertmanager,
         "drain": drain,
         "targets": {"p50_ms": 5, "p99_ms": 10, "drain_10000_s": 5},
         "host_cores": os.cpu_count(),
