@@ -33,14 +33,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-def open_state_db(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
-    """The state file: WAL, so readers never block the writer; autocommit off by default."""
+def open_state_db(
+    path: Path, synchronous: str = "NORMAL", *, autocheckpoint: bool = True
+) -> sqlite3.Connection:
+    """The state file: WAL, so readers never block the writer; autocommit off by default.
+    `autocheckpoint=False`: the caller runs a `sensord.checkpoint.Checkpointer`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL survives a crash of sensord (SIGKILL); FULL also survives power loss.
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=5000")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 

@@ -19,6 +19,7 @@ from sensord.alertstore import AlertStore, InhibitRule, RepeatPolicy
 from sensord.amqp import declare_topology_once, make_broker, matches
 from sensord.api import AlertsApi
 from sensord.bridge import MqttBridge
+from sensord.checkpoint import Checkpointer
 from sensord.config import ChannelSettings, Settings
 from sensord.dedup import HandledEvents
 from sensord.errors import ConfigError
@@ -79,7 +80,9 @@ class Service:
         self.notifying = role in ("all", "notify")
         # the state file: the edge's rule state, outbox and alerts; the notify role's
         # handled event ids. One connection: one transaction holds a transition's all.
-        self.db = open_state_db(settings.resolve(settings.state.path))
+        state_path = settings.resolve(settings.state.path)
+        self.db = open_state_db(state_path, autocheckpoint=False)
+        self.checkpointer = Checkpointer(state_path)  # WAL fsyncs off the event loop
         self.state = StateStore(self.db) if self.edge else None
         self.outbox = Outbox(
             self.db if self.edge else open_memory_db(), settings.amqp.max_pending, self.metrics
@@ -444,6 +447,7 @@ class Service:
                 # a topology error (e.g. a queue declared with other arguments) is fatal
                 amqp_task = tg.create_task(self._connect_amqp(), name="amqp-connect")
                 tg.create_task(self._supervise(stop), name="systemd")
+                tg.create_task(self.checkpointer.run(stop), name="checkpoint")
                 if self.edge:
                     bridge_task = tg.create_task(self.bridge.run(stop), name="mqtt-bridge")
                     publish_task = tg.create_task(self.publisher.run(stop), name="alert-publisher")
