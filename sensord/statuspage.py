@@ -268,6 +268,7 @@ class StatusPage:
                 "silent": self.is_silent(s, now),
                 "step": history.step,
                 "window": history.window,
+                "end": history.head_time(now),
                 "points": [
                     [t, _num(lo), _num(hi), _num(last)]
                     for t, lo, hi, last in history.points(s, now)

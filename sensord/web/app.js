@@ -240,17 +240,22 @@
     const dx = values.length > 1 ? 120 / (values.length - 1) : 0;
     let pts = [];
     const flush = () => {
-      if (pts.length === 1) pts.push(pts[0].replace(/^[\d.]+/, (x) => String(Number(x) + 1)));
-      if (pts.length) {
+      if (pts.length === 1) { // an isolated bucket: a dot, a line needs two points
+        const dot = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+        dot.setAttribute("cx", pts[0][0]);
+        dot.setAttribute("cy", pts[0][1]);
+        dot.setAttribute("r", "1.5");
+        svg.append(dot);
+      } else if (pts.length) {
         const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-        line.setAttribute("points", pts.join(" "));
+        line.setAttribute("points", pts.map((p) => p.join(",")).join(" "));
         svg.append(line);
       }
       pts = [];
     };
     values.forEach((v, i) => {
       if (v === null) return flush();
-      pts.push((i * dx).toFixed(1) + "," + (22 - ((v - lo) / (hi - lo)) * 20).toFixed(1));
+      pts.push([(i * dx).toFixed(1), (22 - ((v - lo) / (hi - lo)) * 20).toFixed(1)]);
     });
     flush();
     return svg;
@@ -330,7 +335,8 @@
     const opts = {
       width, height: 300, series,
       axes: [axis, { ...axis, label: h.unit || "" }],
-      scales: { x: { time: true } },
+      // the whole window, even while it fills up after a start
+      scales: { x: { time: true, range: [h.end - h.window, h.end + h.step] } },
     };
     if (state.plot) state.plot.destroy();
     box.replaceChildren();
