@@ -72,7 +72,7 @@ async def test_sensors_history_and_overview_follow_the_readings(
 
         async def both_reported() -> bool:
             got.update(await sensors("?limit=10"))
-            return got["total"] == 2 and got["sensors"][0]["value"] == 22
+            return bool(got["total"] == 2 and got["sensors"][0]["value"] == 22)
 
         await _until(both_reported)
         temp, hum = got["sensors"]  # sorted by site, device, kind
