@@ -311,8 +311,12 @@
     $("detail-meta").textContent = "last " + fmtNum(h.value) + (h.unit ? " " + h.unit : "") +
       ", " + fmtAge(h.age_s) + " ago" + (h.silent ? " — silent" : "") +
       "; one point per " + h.step + " s (min, max, last)";
-    const xs = h.points.map((p) => p[0]);
-    const data = [xs, h.points.map((p) => p[1]), h.points.map((p) => p[2]), h.points.map((p) => p[3])];
+    // the window's two ends as extra x values, empty for the data: threshold lines then
+    // cross the whole plot even while the window fills up
+    const ends = [h.end - h.window, h.end + h.step];
+    const xs = [ends[0], ...h.points.map((p) => p[0]), ends[1]];
+    const col = (i) => [null, ...h.points.map((p) => p[i]), null];
+    const data = [xs, col(1), col(2), col(3)];
     const fg = cssVar("--fg"), grid = cssVar("--line"), accent = cssVar("--accent");
     const series = [
       {},
@@ -336,7 +340,7 @@
       width, height: 300, series,
       axes: [axis, { ...axis, label: h.unit || "" }],
       // the whole window, even while it fills up after a start
-      scales: { x: { time: true, range: [h.end - h.window, h.end + h.step] } },
+      scales: { x: { time: true, range: ends } },
     };
     if (state.plot) state.plot.destroy();
     box.replaceChildren();
