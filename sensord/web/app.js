@@ -4,7 +4,7 @@
 "use strict";
 (function () {
   const POLL_FAST_MS = 2000; // overview and alerts
-  const POLL_SENSORS_MS = 5000;
+  const POLL_SENSORS_MS = 3000;
   const POLL_DETAIL_MS = 10000;
   const PAGE_SIZE = 200;
   const TOKEN_KEY = "sensord-token";
