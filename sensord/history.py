@@ -30,18 +30,21 @@ MAX_SENSORS = 100_000
 class SensorSeries:
     """One sensor: its last reading, exactly, and the ring of buckets."""
 
-    __slots__ = ("buckets", "extra", "key", "seen", "stats", "ts", "unit", "value")
+    __slots__ = ("buckets", "extra", "hi", "i", "key", "lo", "seen", "stats", "ts", "unit", "value")
 
     def __init__(self, key: SensorKey, extra: dict[str, str], slots: int) -> None:
         self.key = key
         self.extra = extra  # the labels beyond site/device/kind (shared, read-only)
         self.value = math.nan
-        self.ts = 0.0  # the reading's own timestamp
+        self.ts = -math.inf  # the reading's own timestamp
         self.seen = 0.0  # when sensord received it: the age on the page
         self.unit: str | None = None
         # bucket number per slot (0: never written) and (min, max, last) per slot
         self.buckets = array("i", bytes(4 * slots))
         self.stats = array("f", bytes(12 * slots))
+        # the bucket written last: [lo, hi) in time, its index in stats (the fast path)
+        self.lo = self.hi = 0.0
+        self.i = 0
 
     @property
     def site(self) -> str:
@@ -101,18 +104,38 @@ class History:
         )
         s = self._series.get(key)
         if s is None:
-            if len(self._series) >= self.max_sensors:
-                self.untracked += 1
+            s = self._add(key, extra)
+            if s is None:
                 return
-            s = self._series[key] = SensorSeries(key, extra, self.slots)
         value = f["value"]
         ts = f["ts"]
+        s.seen = now
         if ts >= s.ts:  # the newest by its own clock is "the last value"
-            s.value, s.ts, s.seen = value, ts, now
-            if f["unit"] is not None:
-                s.unit = f["unit"]
+            s.value = value
+            s.ts = ts
+            unit = f["unit"]
+            if unit is not None:
+                s.unit = unit
+        if s.lo <= ts < s.hi:  # the bucket written last: nearly every reading
+            stats = s.stats
+            i = s.i
+            if value < stats[i]:  # noqa: PLR1730 - a compare is cheaper than min() here
+                stats[i] = value
+            if value > stats[i + 1]:  # noqa: PLR1730 - the same
+                stats[i + 1] = value
+            stats[i + 2] = value
         else:
-            s.seen = now
+            self._other_bucket(s, value, ts, now)
+
+    def _add(self, key: SensorKey, extra: dict[str, str]) -> SensorSeries | None:
+        if len(self._series) >= self.max_sensors:
+            self.untracked += 1
+            return None
+        s = self._series[key] = SensorSeries(key, extra, self.slots)
+        return s
+
+    def _other_bucket(self, s: SensorSeries, value: float, ts: float, now: float) -> None:
+        """A reading outside the bucket written last: a new bucket, or a late one."""
         if ts > now:
             ts = now  # a device clock ahead lands in the current bucket, not a future one
         elif ts <= now - self.window:
@@ -122,16 +145,20 @@ class History:
         i = slot * 3
         stats = s.stats
         have = s.buckets[slot]
-        if have == b:
-            if value < stats[i]:  # noqa: PLR1730 - a compare is cheaper than min() here
+        if have == b:  # a late reading for a bucket still in the ring
+            if value < stats[i]:  # noqa: PLR1730 - as in record
                 stats[i] = value
             if value > stats[i + 1]:  # noqa: PLR1730 - the same
                 stats[i + 1] = value
             stats[i + 2] = value
-        elif have < b:  # a slot from an older lap of the ring: start the bucket afresh
-            s.buckets[slot] = b
-            stats[i] = stats[i + 1] = stats[i + 2] = value
-        # else: a late reading for a bucket already reused by a newer one: dropped
+            return
+        if have > b:
+            return  # a late reading for a bucket already reused by a newer one: dropped
+        # a slot from an older lap of the ring: start the bucket afresh
+        s.buckets[slot] = b
+        stats[i] = stats[i + 1] = stats[i + 2] = value
+        if b * self.step >= s.lo:  # the newest bucket: the fast path's from now on
+            s.lo, s.hi, s.i = b * self.step, (b + 1) * self.step, i
 
     # ---- reading out (HTTP handlers, never the hot path)
 

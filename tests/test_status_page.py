@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser, Page, async_playwright
 
 from tests.support import (
     MqttPublisher,
@@ -61,11 +62,6 @@ pytestmark = [
         reason="/usr/bin/chromium is missing (Debian: apt-get install chromium chromium-driver)",
     ),
 ]
-
-if CHROMIUM.exists():  # the import is needed only when the tests run
-    from playwright.async_api import Browser, Page, async_playwright
-else:  # pragma: no cover - skipped above
-    Browser = Page = Any
 
 
 @pytest.fixture
@@ -116,6 +112,63 @@ async def _until(check: Any, timeout: float) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {check.__name__}")
 
 
+async def _ack_from_page(page: Page, sensord: SensordProcess, device: str) -> dict[str, Any]:
+    """Click Ack on the device's alert; the token is asked for once. The API's alert."""
+    await page.locator(_row(device)).locator("button.ack").click()
+    await page.wait_for_selector("#token-dialog[open]")
+    await page.fill("#token-input", TOKEN)
+    await page.click("#token-ok")
+
+    async def acked() -> dict[str, Any] | None:
+        alerts = (await _api(sensord, "/api/v1/alerts"))["alerts"]
+        hit = [a for a in alerts if a["labels"]["device"] == device and a["acked_by"]]
+        return hit[0] if hit else None
+
+    alert: dict[str, Any] = await _until(acked, timeout=15)
+    assert alert["acked_by"] == "status page"
+    await page.wait_for_selector(_row(device) + " .badge.acked")
+    return alert
+
+
+async def _silence_from_page(page: Page, sensord: SensordProcess, device: str) -> dict[str, Any]:
+    """Silence the device's alert from its row, matchers pre-filled. The API's silence."""
+    await page.locator(_row(device)).locator("button.silence").click()
+    await page.wait_for_selector("#silence-dialog[open]")
+    matchers = await page.input_value("#silence-matchers")
+    assert matchers.splitlines() == [
+        "alertname=critical-temperature",
+        "site=plant-1",
+        f"device={device}",
+        "kind=temperature",
+    ]
+    await page.select_option("#silence-duration", "4h")
+    await page.fill("#silence-comment", "heatwave drill")
+    await page.click("#silence-ok")  # the token is remembered: no second prompt
+    await page.wait_for_selector("#silence-dialog[open]", state="detached")
+    assert await page.locator("#token-dialog[open]").count() == 0
+    silences = (await _api(sensord, "/api/v1/silences"))["silences"]
+    assert len(silences) == 1
+    silence: dict[str, Any] = silences[0]
+    assert silence["comment"] == "heatwave drill"
+    assert silence["author"] == "status page"
+    assert silence["matchers"] == matchers.splitlines()
+    assert 4 * 3600 - 60 < silence["ends_at"] - silence["starts_at"] <= 4 * 3600
+    await page.wait_for_selector(_row(device) + " .badge.suppressed")
+    return silence
+
+
+async def _detail_screenshot(page: Page, sensor_id: str) -> Path:
+    """Open a sensor's detail: its plot with the rule's thresholds drawn. The screenshot."""
+    await page.locator(f'#sensors-table tr[data-sensor="{sensor_id}"] button.link').click()
+    await page.wait_for_selector("#plot .uplot canvas")
+    legend = await page.locator("#thresholds").inner_text()
+    assert "critical-temperature: above 80" in legend
+    assert "clear below 75" in legend
+    path = _artifact("sensor-detail.png")
+    await page.locator("#detail").screenshot(path=str(path))
+    return path
+
+
 @pytest.mark.timeout(240)
 async def test_heatwave_live_on_the_page_then_ack_and_silence_from_it(
     sensord: SensordProcess, webhook: WebhookSink, browser: Browser
@@ -158,61 +211,16 @@ async def test_heatwave_live_on_the_page_then_ack_and_silence_from_it(
             await page.wait_for_selector(_row("t-1"), timeout=40_000)
             await page.wait_for_selector(_row("t-2"), timeout=20_000)
             assert navigations == [sensord.base_url + "/"]  # never reloaded
-            row = page.locator(_row("t-1"))
-            assert "critical" in await row.inner_text()
+            assert "critical" in await page.locator(_row("t-1")).inner_text()
             await page.wait_for_function(
                 "document.getElementById('ov-alerts').textContent.startsWith('2 crit')"
             )
             shot = _artifact("overview.png")
             await page.screenshot(path=str(shot), full_page=True)
 
-            # acknowledge t-1 from the page: the token is asked for once
-            await row.locator("button.ack").click()
-            await page.wait_for_selector("#token-dialog[open]")
-            await page.fill("#token-input", TOKEN)
-            await page.click("#token-ok")
-
-            async def t1_acked() -> dict[str, Any] | None:
-                alerts = (await _api(sensord, "/api/v1/alerts"))["alerts"]
-                hit = [a for a in alerts if a["labels"]["device"] == "t-1" and a["acked_by"]]
-                return hit[0] if hit else None
-
-            acked = await _until(t1_acked, timeout=15)
-            assert acked["acked_by"] == "status page"
-            await page.wait_for_selector(_row("t-1") + " .badge.acked")
-
-            # silence t-2 from the page, matchers pre-filled from the alert
-            await page.locator(_row("t-2")).locator("button.silence").click()
-            await page.wait_for_selector("#silence-dialog[open]")
-            matchers = await page.input_value("#silence-matchers")
-            assert matchers.splitlines() == [
-                "alertname=critical-temperature",
-                "site=plant-1",
-                "device=t-2",
-                "kind=temperature",
-            ]
-            await page.select_option("#silence-duration", "4h")
-            await page.fill("#silence-comment", "heatwave drill")
-            await page.click("#silence-ok")  # the token is remembered: no second prompt
-            await page.wait_for_selector("#silence-dialog[open]", state="detached")
-            silences = (await _api(sensord, "/api/v1/silences"))["silences"]
-            assert len(silences) == 1
-            silence = silences[0]
-            assert silence["comment"] == "heatwave drill"
-            assert silence["author"] == "status page"
-            assert 4 * 3600 - 60 < silence["ends_at"] - silence["starts_at"] <= 4 * 3600
-            await page.wait_for_selector(_row("t-2") + " .badge.suppressed")
-
-            # a sensor's detail: its plot with the rule's thresholds drawn
-            await page.locator(
-                '#sensors-table tr[data-sensor="plant-1/t-1/temperature"] button.link'
-            ).click()
-            await page.wait_for_selector("#plot .uplot canvas")
-            legend = await page.locator("#thresholds").inner_text()
-            assert "critical-temperature: above 80" in legend
-            assert "clear below 75" in legend
-            detail = _artifact("sensor-detail.png")
-            await page.locator("#detail").screenshot(path=str(detail))
+            acked = await _ack_from_page(page, sensord, "t-1")
+            silence = await _silence_from_page(page, sensord, "t-2")
+            detail = await _detail_screenshot(page, "plant-1/t-1/temperature")
 
             # the next heatwave (60 s cycle): t-1 notifies again, the silenced t-2 is held
             await wait_for(lambda: len(_sent(webhook, "t-1", "firing")) >= 2, timeout=100)
