@@ -11,7 +11,7 @@
 
   const $ = (id) => document.getElementById(id);
   const cache = new Map(); // path -> {etag, data}
-  const state = { offset: 0, total: 0, detail: null, plot: null, filters: "" };
+  const state = { offset: 0, total: 0, detail: null, plot: null, mutations: true };
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -69,6 +69,7 @@
   // ---- overview
 
   function renderOverview(o) {
+    state.mutations = o.mutations;
     const pill = $("status");
     pill.textContent = o.status + (o.reasons.length ? ": " + o.reasons.join("; ") : "");
     pill.className = "pill " + o.status.replace(" ", "-");
@@ -115,11 +116,14 @@
         el("td", { class: "state" }, ...badges),
         el("td", { class: "actions" },
           a.acked_by ? null : el("button", {
-            type: "button", class: "ack", onclick: () => ack(a),
+            type: "button", class: "ack", onclick: () => ack(a), disabled: !state.mutations,
+            title: state.mutations ? null : "set [http] token_file to allow this",
             "aria-label": "Acknowledge " + a.rule + " on " + sensor,
           }, "Ack"),
           el("button", {
             type: "button", class: "silence", onclick: () => openSilence(a),
+            disabled: !state.mutations,
+            title: state.mutations ? null : "set [http] token_file to allow this",
             "aria-label": "Silence " + a.rule + " on " + sensor,
           }, "Silence…")));
     });
@@ -370,8 +374,9 @@
   async function refreshFast() {
     try {
       const [ov, al] = await Promise.all([getJSON("api/v1/overview"), getJSON("api/v1/alerts")]);
+      const mutations = state.mutations;
       if (ov.changed) renderOverview(ov.data);
-      if (al.changed) renderAlerts(al.data.alerts);
+      if (al.changed || mutations !== state.mutations) renderAlerts(al.data.alerts);
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       $("status").textContent = "offline: " + e.message;
