@@ -59,6 +59,7 @@ def test_install_into_destdir_then_uninstall_keeps_config(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
         check=False,
+        cwd=tmp_path,  # not the source tree: `-c` would import sensord from the cwd
     )
     assert web.returncode == 0, web.stderr
     web_dir = Path(web.stdout.strip())
