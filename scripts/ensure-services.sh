@@ -29,11 +29,11 @@ apt_install() {
     fi
     if [[ $APT_UPDATED -eq 0 ]]; then
         say "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
         APT_UPDATED=1
     fi
     say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 # --- Mosquitto, and its command-line clients (benchmarks and tests use mosquitto_sub/pub)

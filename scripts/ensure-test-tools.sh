@@ -20,10 +20,10 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         say "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
         # without systemd as PID 1 (CI) the packages' own services are not started;
         # the tests start their own processes on free ports anyway
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
     else
         say "missing ${missing[*]} (Debian: sudo apt-get install ${missing[*]}):" \

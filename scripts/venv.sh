@@ -16,8 +16,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     if ! "$PY" -m venv "$VENV" 2>/dev/null; then
         rm -rf "$VENV"
         if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >/dev/null
             "$PY" -m venv "$VENV"
         else
             echo "venv: '$PY -m venv' failed: install python3-venv" >&2

@@ -92,15 +92,27 @@ class AlertStore:
     inhibit: list[InhibitRule] = field(default_factory=list)
     alerts: dict[str, ActiveAlert] = field(default_factory=dict)
     silences: dict[str, Silence] = field(default_factory=dict)
+    # kept up to date by _put/_pop, so that status and inhibition never scan every alert:
+    # active alerts per severity, and per inhibit rule the active sources by `equal` values
+    by_severity: dict[str, int] = field(default_factory=dict, init=False)
+    _sources: list[dict[tuple[str | None, ...], set[str]]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.conn.executescript(SCHEMA)
-        for fp, event, notified, last_sent, by, at, comment in self.conn.execute(
+        self._sources = [{} for _ in self.inhibit]
+        for _fp, event, notified, last_sent, by, at, comment in self.conn.execute(
             "SELECT fingerprint, event, notified, last_sent, acked_by, acked_at, ack_comment"
             " FROM alerts"
         ):
-            self.alerts[fp] = ActiveAlert(
-                AlertEvent.model_validate_json(event), bool(notified), last_sent, by, at, comment
+            self._put(
+                ActiveAlert(
+                    AlertEvent.model_validate_json(event),
+                    bool(notified),
+                    last_sent,
+                    by,
+                    at,
+                    comment,
+                )
             )
         for row in self.conn.execute(
             "SELECT id, matchers, starts_at, ends_at, author, comment, created_at FROM silences"
@@ -132,16 +144,11 @@ class AlertStore:
         return None
 
     def inhibited_by(self, fingerprint: str, labels: dict[str, str]) -> str | None:
-        for rule in self.inhibit:
+        for rule, sources in zip(self.inhibit, self._sources, strict=True):
             if not matches_all(list(rule.target), labels):
                 continue
-            for fp, src in self.alerts.items():
-                if fp == fingerprint:
-                    continue
-                sl = src.event.labels
-                if matches_all(list(rule.source), sl) and all(
-                    sl.get(name) == labels.get(name) for name in rule.equal
-                ):
+            for fp in sources.get(tuple(labels.get(name) for name in rule.equal), ()):
+                if fp != fingerprint:
                     return fp
         return None
 
@@ -155,6 +162,35 @@ class AlertStore:
         )
 
     # ---- alert lifecycle
+
+    def _put(self, alert: ActiveAlert) -> None:
+        fp = alert.event.fingerprint
+        self._pop(fp)
+        self.alerts[fp] = alert
+        labels = alert.event.labels
+        severity = alert.event.severity.value
+        self.by_severity[severity] = self.by_severity.get(severity, 0) + 1
+        for rule, sources in zip(self.inhibit, self._sources, strict=True):
+            if matches_all(list(rule.source), labels):
+                sources.setdefault(tuple(labels.get(n) for n in rule.equal), set()).add(fp)
+
+    def _pop(self, fingerprint: str) -> ActiveAlert | None:
+        alert = self.alerts.pop(fingerprint, None)
+        if alert is None:
+            return None
+        labels = alert.event.labels
+        severity = alert.event.severity.value
+        self.by_severity[severity] -= 1
+        if not self.by_severity[severity]:
+            del self.by_severity[severity]
+        for rule, sources in zip(self.inhibit, self._sources, strict=True):
+            key = tuple(labels.get(n) for n in rule.equal)
+            fps = sources.get(key)
+            if fps is not None:
+                fps.discard(fingerprint)
+                if not fps:
+                    del sources[key]
+        return alert
 
     def _save(self, alert: ActiveAlert) -> None:
         self.conn.execute(
@@ -175,13 +211,13 @@ class AlertStore:
         """Record a firing transition; True when it is to be notified now."""
         notify = not self.suppressed(event, now)
         alert = ActiveAlert(event, notify, now if notify else None)
-        self.alerts[event.fingerprint] = alert
+        self._put(alert)
         self._save(alert)
         return notify
 
     def resolve(self, event: AlertEvent) -> bool:
         """Record a resolution; True when it is to be notified (its firing was)."""
-        alert = self.alerts.pop(event.fingerprint, None)
+        alert = self._pop(event.fingerprint)
         self.conn.execute("DELETE FROM alerts WHERE fingerprint = ?", (event.fingerprint,))
         return alert is None or alert.notified
 
@@ -189,8 +225,6 @@ class AlertStore:
         """Firing events to send now: held ones no longer suppressed, and repeats."""
         out = []
         for alert in self.alerts.values():
-            if self.suppressed(alert.event, now):
-                continue
             repeat_due = (
                 repeat_interval > 0
                 and alert.acked_by is None
@@ -198,6 +232,8 @@ class AlertStore:
                 and now - alert.last_sent >= repeat_interval
             )
             if alert.notified and not repeat_due:
+                continue  # the common case, decided without matching anything
+            if self.suppressed(alert.event, now):
                 continue
             event = alert.event.model_copy(update={"event_id": str(uuid.uuid4())})
             alert.event, alert.notified, alert.last_sent = event, True, now

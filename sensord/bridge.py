@@ -51,6 +51,7 @@ READ_BATCH = 512
 RECV_SIZE = 65536
 _PUBACK = 0x40
 _PUBACK_FMT = struct.Struct("!BBH")
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class IngestClient(mqtt.Client):
@@ -67,6 +68,7 @@ class IngestClient(mqtt.Client):
         self._rbuf = b""
         self._rpos = 0
         self._acks: list[int] = []
+        self._quickack = _QUICKACK
         self.on_reading_message: Callable[[mqtt.MQTTMessage], None] | None = None
 
     # paho reads a packet as recv(1), recv(1..4), recv(rest): serve them from one recv()
@@ -76,6 +78,8 @@ class IngestClient(mqtt.Client):
             buf = super()._sock_recv(RECV_SIZE)  # BlockingIOError when drained
             if not buf:
                 return buf  # EOF
+            if self._quickack is not None:
+                self._ack_now()
             pos = 0
             self._rbuf = buf
         end = pos + bufsize
@@ -83,6 +87,15 @@ class IngestClient(mqtt.Client):
         if pos == 0 and end >= len(buf):
             return buf
         return buf[pos:end]
+
+    def _ack_now(self) -> None:
+        # Re-armed after each read (Linux clears it): the broker's Nagle (Mosquitto's
+        # default, `set_tcp_nodelay false`) holds its next small writes until our ACK, and
+        # Linux delays that ACK up to 40 ms: under load, 40 ms on every alert (bench.latency)
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            self._quickack = None  # not a TCP socket
 
     def _sock_close(self) -> None:
         super()._sock_close()

@@ -69,7 +69,7 @@ class Service:
         self.outbox = Outbox(
             self.db if self.edge else open_memory_db(), settings.amqp.max_pending, self.metrics
         )
-        self.publisher = OutboxDrain(self.broker, settings.amqp, self.outbox, self.metrics)
+        self.publisher = OutboxDrain(settings.amqp, self.outbox, self.metrics)
         self.store = (
             AlertStore(
                 self.db,
@@ -106,6 +106,8 @@ class Service:
                 self.channels,
                 self.metrics,
                 handled=HandledEvents(self.db),
+                # one process, one core: a backlog reaches RabbitMQ before it is notified
+                gate=self.publisher.caught_up if self.edge else None,
             )
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
         # the status page's recent values per sensor (only an edge ingests)
@@ -294,10 +296,7 @@ class Service:
         if len(self._rate_samples) >= 2:
             (t0, c0), (t1, c1) = self._rate_samples[0], self._rate_samples[-1]
             rate = (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-        active: dict[str, int] = {}
-        for alert in self.store.alerts.values() if self.store is not None else ():
-            severity = alert.event.severity.value
-            active[severity] = active.get(severity, 0) + 1
+        active = dict(self.store.by_severity) if self.store is not None else {}
         return {
             "status": state,
             "reasons": reasons,
@@ -468,6 +467,7 @@ class Service:
                 await channel.start()
                 stack.push_async_callback(channel.close)
             stack.push_async_callback(self.broker.stop)
+            stack.push_async_callback(self.publisher.close)
             if self.notifier is not None:
                 # before the channels close: in-flight notifications finish first
                 stack.push_async_callback(self.notifier.stop)

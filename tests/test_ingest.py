@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -347,3 +348,30 @@ async def test_tls_insecure_skips_only_the_host_name_check(tmp_path: Path) -> No
             assert lax.bridge.connected.is_set()  # same chain, host name not checked
     finally:
         broker.stop()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux-only")
+async def test_broker_connection_acks_at_once(broker: PrivateMosquitto) -> None:
+    """Each read re-arms TCP_QUICKACK on the real broker socket (Mosquitto's Nagle would
+    otherwise hold its writes for our delayed ACK: 40 ms per alert under load, measured in
+    bench.latency); a socket that refuses the option turns it off, and reading goes on."""
+    pub = MqttPublisher(broker.port)
+    try:
+        async with bridge_running(broker.port) as c:
+            client = c.bridge.client
+            pub.publish(topic(), "21.5")
+            await wait_for(lambda: len(c.readings) == 1)
+            assert client._quickack == socket.TCP_QUICKACK  # the real socket took it
+            a, b = socket.socketpair()  # AF_UNIX: no TCP options
+            real, client._sock = client._sock, a
+            try:
+                client._ack_now()
+            finally:
+                client._sock = real
+                a.close()
+                b.close()
+            assert client._quickack is None
+            pub.publish(topic("t-2"), "22.5")
+            await wait_for(lambda: len(c.readings) == 2)
+    finally:
+        pub.close()

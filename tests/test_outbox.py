@@ -10,18 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from sensord.amqp import channel_queues
+from sensord.config import AmqpSettings, ConsoleChannelSettings
 from sensord.events import AlertEvent, Severity
 from sensord.metrics import Metrics
+from sensord.notify.consumer import Notifier
 from sensord.outbox import Outbox, OutboxRow, open_state_db
-from sensord.publish import unique_prefix
+from sensord.publish import BATCH, OutboxDrain, unique_prefix
 from tests.support import (
     AMQP_URL,
     MqttPublisher,
     SensordProcess,
     TcpProxy,
     WebhookSink,
+    delete_amqp,
     delete_mqtt_session,
     running,
+    uid,
     wait_for,
 )
 
@@ -222,3 +227,56 @@ async def test_sigkill_at_several_points_loses_no_transition_and_repeats_none(
             per_device.setdefault(alert["labels"]["device"], []).append(alert["status"])
     assert per_device == {d: ["firing", "resolved"] for d in devices}
     assert repeats <= len(delays)
+
+
+class _Recorder:
+    """A channel that notes how many alerts the outbox still held at each send."""
+
+    name = "rec"
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.held_at_send: list[int] = []
+        self.sent: list[str] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, event: AlertEvent) -> None:
+        self.held_at_send.append(len(self.outbox))
+        self.sent.append(event.event_id)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(tmp_path: Path) -> None:
+    """One process with both roles, one event loop: while more than a batch is held, the
+    notify consumers wait, so a backlog moves to RabbitMQ (durable) at full speed first;
+    then every event is notified, once."""
+    amqp = AmqpSettings.model_validate({"url": AMQP_URL, "prefix": f"t{uid()}"})
+    channel = ConsoleChannelSettings.model_validate({"name": "rec", "type": "console"})
+    metrics = Metrics()
+    outbox = Outbox(open_state_db(tmp_path / "s.db"), 10_000, metrics)
+    n = BATCH * 4
+    outbox.add([_event(i, f"fp-{i}") for i in range(n)])
+    drain = OutboxDrain(amqp, outbox, metrics)
+    rec = _Recorder(outbox)
+    notifier = Notifier(amqp, [channel], [rec], metrics, gate=drain.caught_up)
+    stop = asyncio.Event()
+    try:
+        await notifier.start()
+        drain.ready.set()
+        task = asyncio.create_task(drain.run(stop))
+        await wait_for(lambda: len(rec.sent) >= n, timeout=60)
+        stop.set()
+        await task
+    finally:
+        stop.set()
+        await notifier.stop(grace=1)
+        await drain.close()
+        queues = [q.name for q in channel_queues(amqp, channel)]
+        await delete_amqp(amqp.prefix, queues)
+    assert sorted(rec.sent) == sorted(f"ev-{i}" for i in range(n))
+    assert len(outbox) == 0
+    assert max(rec.held_at_send) <= BATCH  # nothing notified while a backlog was held

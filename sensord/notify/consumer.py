@@ -150,10 +150,13 @@ class ChannelConsumer:
         settings: ChannelSettings,
         channel: NotificationChannel,
         metrics: Metrics,
+        *,
         handled: HandledEvents | None = None,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self._handled = handled
+        self._gate = gate  # while clear, messages wait (the edge's outbox drain goes first)
         self._claimed: set[str] = set()  # event ids being delivered by this consumer
         # per fingerprint while in use: (lock, number of messages holding or awaiting it)
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -205,6 +208,8 @@ class ChannelConsumer:
         self._idle.clear()
         self._acks.track(message)
         try:
+            if self._gate is not None and not self._gate.is_set():
+                await self._gate.wait()
             await self._handle(message)
         except Exception:
             # A broker error while publishing a copy: leave the original to RabbitMQ.
@@ -390,13 +395,14 @@ class Notifier:
         *,
         dlq_poll_interval: float = DLQ_POLL_INTERVAL,
         handled: HandledEvents | None = None,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self._amqp = amqp
         self._settings = channel_settings
         self._metrics = metrics
         self._poll_interval = dlq_poll_interval
         self.consumers = [
-            ChannelConsumer(amqp, s, c, metrics, handled)
+            ChannelConsumer(amqp, s, c, metrics, handled=handled, gate=gate)
             for s, c in zip(channel_settings, channels, strict=True)
         ]
         self._connection: AbstractRobustConnection | None = None
