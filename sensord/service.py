@@ -329,11 +329,15 @@ class Service:
         status = self.status()
         by_severity = {"critical": 0, "warning": 0, "info": 0}
         acked = silenced = 0
-        if self.store is not None:
-            for alert in self.store.alerts.values():
-                by_severity[alert.event.severity.value] += 1
+        store = self.store
+        if store is not None:
+            by_severity.update(store.by_severity)
+            # a scan of the active alerts, at most once a second (the page's cache); the
+            # suppression check only when there is something that could suppress
+            check = bool(store.silences or store.inhibit)
+            for alert in store.alerts.values():
                 acked += alert.acked_by is not None
-                silenced += self.store.suppressed(alert.event, now)
+                silenced += check and store.suppressed(alert.event, now)
         dlq = {
             sample.labels["channel"]: int(sample.value)
             for family in self.metrics.dlq_depth.collect()

@@ -50,12 +50,43 @@ async def _until(check: Any, timeout: float = 15.0) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {check.__name__}")
 
 
+async def _alert_counts_follow_ack_and_silence(http: aiohttp.ClientSession, base: str) -> None:
+    """The overview counts the alert by severity, then as acked, then as silenced."""
+
+    async def critical() -> bool:
+        ov = await _json(http, f"{base}/api/v1/overview")
+        return bool(ov["alerts"]["by_severity"]["critical"] == 1)
+
+    await _until(critical)
+    alerts = (await _json(http, f"{base}/api/v1/alerts"))["alerts"]
+    auth = {"Authorization": "Bearer tok"}
+    url = f"{base}/api/v1/alerts/{alerts[0]['fingerprint']}/ack"
+    async with http.post(url, json={}, headers=auth) as r:
+        assert r.status == 200
+    body = {"matchers": ["device=t-1"], "duration": "1h"}
+    async with http.post(f"{base}/api/v1/silences", json=body, headers=auth) as r:
+        assert r.status == 201
+    # the humidity deadman fires too (a warning): only the critical one is acked and silenced
+    expected = {
+        "by_severity": {"critical": 1, "warning": 1, "info": 0},
+        "acked": 1,
+        "suppressed": 1,
+    }
+
+    async def counted() -> bool:
+        ov = await _json(http, f"{base}/api/v1/overview")
+        return bool(ov["alerts"] == expected)
+
+    await _until(counted)
+
+
 @pytest.mark.e2e
 async def test_sensors_history_and_overview_follow_the_readings(
     sensord: SensordProcess, mqtt_pub: MqttPublisher
 ) -> None:
     sensord.rules_yaml = RULES
-    sensord.extra_toml = 'silent_after = "1h"\n'
+    sensord.extra_toml = 'silent_after = "1h"\ntoken_file = "token"\n'
+    (sensord.workdir / "token").write_text("tok\n")
     root = sensord.topic_root
     async with running(sensord), aiohttp.ClientSession() as http:
         base = sensord.base_url
@@ -126,14 +157,8 @@ async def test_sensors_history_and_overview_follow_the_readings(
         assert [s["id"] for s in silent["sensors"]] == [hum["id"]]
         assert silent["sensors"][0]["silent"] is True
 
-        # a reading over 80: the alert counts in the overview by severity
         mqtt_pub.publish(f"{root}/plant-1/t-1/temperature", b"95")
-
-        async def critical() -> bool:
-            ov = await _json(http, f"{base}/api/v1/overview")
-            return bool(ov["alerts"]["by_severity"]["critical"] == 1)
-
-        await _until(critical)
+        await _alert_counts_follow_ack_and_silence(http, base)
         assert await sensord.stop() == 0
 
 
