@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 help:
 	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
 	@echo "make test   - set up, then lint (ruff), types (mypy --strict) and pytest"
-	@echo "make bench  - every benchmark (ingest, rules, notify, simulator, latency), JSON on stdout"
+	@echo "make bench  - every benchmark (ingest, rules, notify, simulator, latency, history), JSON on stdout"
 
 $(STAMP): pyproject.toml
 	@bash scripts/venv.sh "$(PYTHON)" "$(VENV)"

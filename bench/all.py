@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in turn, each in its own process; one JSON object out.
 
 `python -m bench.all [NAME ...]` with names among ingest, rules, notify, simulator,
-latency (default: all). Each benchmark's own JSON becomes one key of the result; a
+latency, history (default: all). Each benchmark's own JSON becomes one key of the result; a
 benchmark that fails is reported with its exit code and the tail of its stderr, and the
 others still run. Progress goes to stderr.
 """
@@ -20,6 +20,7 @@ BENCHES: dict[str, list[str]] = {
     "notify": ["-m", "bench.notify"],
     "simulator": ["-m", "bench.simulator"],
     "latency": ["-m", "bench.latency"],
+    "history": ["-m", "bench.history"],
 }
 
 

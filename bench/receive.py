@@ -2,7 +2,8 @@
 
 Prints one JSON line `{"received", "started", "finished", "peak_rss_kb"}`; times are
 `time.monotonic()` (system-wide on Linux, so the parent compares them with its own).
-- `sensord`: MqttBridge + RuleEngine with the example rules (`rules/temperature.yaml`),
+- `sensord`: MqttBridge + RuleEngine with the example rules (`rules/temperature.yaml`)
+  and the status page's history hook (`History.record`), as `Service._on_reading` does;
   `engine.tick` once a second, done when sensord's own `readings` counter reaches N.
 - `paho`: a bare paho client in `loop_forever`, counting messages in on_message (QoS 1
   acked by paho itself): the ceiling of any paho-based receiver.
@@ -27,6 +28,7 @@ from bench.load import TOPIC_FILTER, TOPIC_TEMPLATE
 from sensord.bridge import MqttBridge
 from sensord.config import MqttSettings
 from sensord.events import Reading
+from sensord.history import History
 from sensord.metrics import Metrics
 from sensord.rules import Rule, RuleEngine
 
@@ -52,13 +54,15 @@ async def _sensord(args: argparse.Namespace) -> dict[str, float]:
         persistent_session=args.persistent,
     )
     engine = RuleEngine(example_rules())
+    history = History()
     metrics = Metrics()
     done = asyncio.Event()
     finished = 0.0
 
     def sink(reading: Reading, now: float) -> None:
         nonlocal finished
-        engine.observe(reading, now)  # what service.py does per reading
+        history.record(reading, now)  # what service.py does per reading
+        engine.observe(reading, now)
         if metrics.readings >= args.messages and not done.is_set():
             finished = time.monotonic()
             done.set()

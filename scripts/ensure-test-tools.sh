@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tools some tests run as real processes, beyond the brokers (ensure-services.sh):
 # promtool (Debian prometheus) checks docs/prometheus rules, systemd-analyze checks the unit,
-# Prometheus Alertmanager for the alertmanager channel, openssl for TLS test certificates.
+# Prometheus Alertmanager for the alertmanager channel, openssl for TLS test certificates,
+# Chromium (+ chromium-driver) for the status page's browser tests (Playwright drives
+# /usr/bin/chromium: it never downloads a browser).
 # Installed with apt-get when missing and running as root; otherwise the tests that need
 # them are skipped, naming the missing binary.
 set -euo pipefail
@@ -13,6 +15,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 [[ -x /usr/bin/prometheus-alertmanager ]] || missing+=(prometheus-alertmanager)
 command -v openssl >/dev/null || missing+=(openssl)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         say "installing ${missing[*]}"

@@ -1,10 +1,14 @@
 """sensord's own HTTP server (aiohttp): /metrics, /healthz, /readyz, /api/v1/status,
-POST /-/reload."""
+POST /-/reload, the alerts API and the status page (`/`).
+
+JSON reads carry an ETag (a hash of the body): a page polling with If-None-Match gets a
+304 without the body when nothing changed."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,12 +17,34 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sensord.api import AlertsApi
 from sensord.config import HttpSettings
 from sensord.metrics import Metrics
+from sensord.statuspage import StatusPage
 
 log = logging.getLogger("sensord.http")
 
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
 StatusProbe = Callable[[], dict[str, Any]]
 Reloader = Callable[[], tuple[bool, list[str]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def etag_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ETag on JSON reads under /api/; 304 when the client's If-None-Match is current."""
+    response = await handler(request)
+    if (
+        request.method != "GET"
+        or not request.path.startswith("/api/")
+        or response.status != 200
+        or not isinstance(response, web.Response)
+        or not isinstance(response.body, bytes)
+    ):
+        return response
+    etag = '"' + hashlib.blake2b(response.body, digest_size=12).hexdigest() + '"'
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 class HttpServer:
@@ -31,6 +57,7 @@ class HttpServer:
         *,
         api: AlertsApi | None = None,
         reload: Reloader | None = None,
+        page: StatusPage | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -38,10 +65,11 @@ class HttpServer:
         self._status = status
         self._api = api
         self._reload = reload
+        self._page = page
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[etag_middleware])
         app.router.add_get("/metrics", self._metrics_view)
         app.router.add_get("/healthz", self._health_view)
         app.router.add_get("/readyz", self._ready_view)
@@ -50,6 +78,8 @@ class HttpServer:
             self._api.routes(app)
         if self._reload is not None:
             app.router.add_post("/-/reload", self._reload_view)
+        if self._page is not None:
+            self._page.routes(app)
         return app
 
     async def _reload_view(self, request: web.Request) -> web.Response:
@@ -81,7 +111,10 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
         await site.start()
-        log.info("HTTP on http://%s (/metrics, /healthz, /readyz)", self._settings.listen)
+        log.info(
+            "HTTP on http://%s (status page /, /metrics, /healthz, /readyz)",
+            self._settings.listen,
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -24,6 +24,7 @@ from sensord.config import ChannelSettings, Settings
 from sensord.dedup import HandledEvents
 from sensord.errors import ConfigError
 from sensord.events import AlertEvent, Reading
+from sensord.history import CounterWindow, History
 from sensord.http import HttpServer
 from sensord.metrics import Metrics
 from sensord.notify.base import NotificationChannel
@@ -34,6 +35,7 @@ from sensord.publish import OutboxDrain
 from sensord.quarantine import Quarantine
 from sensord.rules import AlertTransition, Rule, RuleEngine, load_rules
 from sensord.silences import Matcher
+from sensord.statuspage import StatusPage
 from sensord.store import StateStore
 from sensord.systemd import SystemdNotifier
 
@@ -129,18 +131,36 @@ class Service:
                 gate=self.publisher.caught_up if self.edge else None,
             )
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
+        # the status page's recent values per sensor (only an edge ingests)
+        self.history = History(settings.http.history_window, settings.http.history_step)
+        self.page = StatusPage(
+            self.history if self.edge else None,
+            lambda: self.engine.rules,
+            self.overview,
+            settings.http.silent_after,
+        )
         self.http = HttpServer(
-            settings.http, self.metrics, self.readiness, self.status, api=api, reload=self.reload
+            settings.http,
+            self.metrics,
+            self.readiness,
+            self.status,
+            api=api,
+            reload=self.reload,
+            page=self.page,
         )
         self._started = time.monotonic()
         # (monotonic, readings) once per tick over the last minute: readings/s in status
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=61)
+        # invalid readings over the last 5 minutes, for the status page's overview
+        self._invalid_window = CounterWindow(300.0, 5.0)
+        self._invalid_window.sample(self._started, 0)
         self.amqp_up = asyncio.Event()
         self.systemd = systemd if systemd is not None else SystemdNotifier()
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
     def _on_reading(self, reading: Reading, now: float) -> None:
+        self.history.record(reading, now)  # O(1), no I/O: the status page's plots
         transitions = self.engine.evaluate(reading, now)
         if transitions or self.engine.dirty:  # (orphans appear only at restore and reload)
             self._commit(transitions, now)
@@ -320,7 +340,58 @@ class Service:
         }
 
     def _sample_rate(self) -> None:
-        self._rate_samples.append((time.monotonic(), self.metrics.readings))
+        t = time.monotonic()
+        self._rate_samples.append((t, self.metrics.readings))
+        self._invalid_window.sample(t, sum(self.metrics.invalid.values()))
+
+    def overview(self) -> dict[str, Any]:
+        """/api/v1/overview: what the status page shows at the top."""
+        now = time.time()
+        status = self.status()
+        by_severity = {"critical": 0, "warning": 0, "info": 0}
+        acked = silenced = 0
+        store = self.store
+        if store is not None:
+            by_severity.update(store.by_severity)
+            # a scan of the active alerts, at most once a second (the page's cache); the
+            # suppression check only when there is something that could suppress
+            check = bool(store.silences or store.inhibit)
+            for alert in store.alerts.values():
+                acked += alert.acked_by is not None
+                silenced += check and store.suppressed(alert.event, now)
+        dlq = {
+            sample.labels["channel"]: int(sample.value)
+            for family in self.metrics.dlq_depth.collect()
+            for sample in family.samples
+        }
+        return {
+            "status": status["status"],
+            "reasons": status["reasons"],
+            "version": __version__,
+            "role": self.role,
+            "uptime_s": status["uptime_s"],
+            "sensors": self.page.sensor_counts(now),
+            "readings_total": self.metrics.readings,
+            "readings_per_s": status["readings_per_s"],
+            "invalid_5m": self._invalid_window.increase(
+                time.monotonic(), sum(self.metrics.invalid.values())
+            ),
+            "alerts": {
+                "by_severity": by_severity,
+                "acked": acked,
+                "suppressed": silenced,
+            },
+            "mqtt": status["mqtt"] if self.edge else None,
+            "amqp": status["amqp"],
+            "outbox_pending": self.publisher.pending,
+            "dlq": dlq,
+            "history": {
+                "window_s": self.history.window,
+                "step_s": self.history.step,
+                "sensors": len(self.history),
+            },
+            "mutations": self.settings.http.token_file is not None,
+        }
 
     def status_text(self) -> str:
         parts = []

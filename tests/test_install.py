@@ -53,6 +53,20 @@ def test_install_into_destdir_then_uninstall_keeps_config(tmp_path: Path) -> Non
     )
     assert check.returncode == 0, check.stderr
     assert "2 rule(s)" in check.stdout
+    # the status page's assets are package data: installed with the package, not the tree
+    web = subprocess.run(
+        [str(venv_python), "-c", "import sensord.statuspage as p; print(p.WEB_DIR)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,  # not the source tree: `-c` would import sensord from the cwd
+    )
+    assert web.returncode == 0, web.stderr
+    web_dir = Path(web.stdout.strip())
+    assert str(ROOT) not in str(web_dir)
+    for asset in ("index.html", "app.js", "style.css", "vendor/uPlot.iife.min.js",
+                  "vendor/uPlot.min.css", "vendor/uPlot.LICENSE"):  # fmt: skip
+        assert (web_dir / asset).is_file(), asset
     creds = dest / "etc/sensord/credentials"
     assert oct(creds.stat().st_mode & 0o777) == "0o700"
     assert (creds / "mqtt-password").is_file()
