@@ -142,6 +142,8 @@ class ChaosRun:
         self.sim: subprocess.Popen[bytes] | None = None
         self._amqp: aio_pika.abc.AbstractRobustConnection | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._active = 0  # faults in progress
+        self._last_end = 0.0  # monotonic end of the latest fault
 
     # ---- helpers
 
@@ -297,6 +299,22 @@ class ChaosRun:
         return restarted
 
     async def inject(self, fault: Fault) -> None:
+        """At its time, inject the fault, end it, and measure the recovery: from the end of
+        the last fault active at that moment, since overlapping faults recover together."""
+        if (wait := fault.at - self.now()) > 0:
+            await asyncio.sleep(wait)
+        self._active += 1
+        try:
+            rec, ended = await self._inject(fault)
+        finally:
+            self._active -= 1
+        self._last_end = max(self._last_end, ended)
+        while self._active:
+            rec.detail["overlapped"] = True
+            await asyncio.sleep(0.1)
+        await self.wait_recovered(self._last_end, rec)
+
+    async def _inject(self, fault: Fault) -> tuple[FaultRecord, float]:
         rec = FaultRecord(fault.kind.value, round(self.now(), 1), fault.duration)
         self.records.append(rec)
         self.say(f"fault: {fault.kind} ({fault.duration:g} s, count {fault.count})")
@@ -332,7 +350,7 @@ class ChaosRun:
             while self.publisher.bursts_done() == before:
                 await asyncio.sleep(0.1)
             ended = time.monotonic()
-        await self.wait_recovered(ended, rec)
+        return rec, ended
 
     # ---- the run
 
@@ -414,11 +432,8 @@ class ChaosRun:
         self.start_sim()
         self.say(f"load started: sim {opts.rate:g}/s, plan {len(self.plan.readings)} readings")
         self._sampler = asyncio.create_task(self.sampler(stop_sampler))
-        for fault in self.faults:
-            wait = fault.at - self.now()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self.inject(fault)
+        # faults may overlap (a SIGKILL while the target answers 503): one task each
+        await asyncio.gather(*(self.inject(fault) for fault in self.faults))
         while (wait := opts.duration - self.now()) > 0:
             await asyncio.sleep(min(wait, 5))
             if opts.mode == "soak":
