@@ -17,7 +17,10 @@ import pytest
 from tests.chaos.driver import Options, run, summary
 
 
-def check(report: dict[str, Any]) -> None:
+def check(report: dict[str, Any], *, recovery_target: bool = True) -> None:
+    """Every target of the report; `recovery_target=False` asserts that each fault was
+    recovered from (within the driver's 120 s) but not the 10 s target: wall-clock limits
+    are not asserted in `make test`, where other jobs share the machine."""
     print(summary(report))  # shown with -s, and in the failure output
     t, r, q = report["transitions"], report["readings"], report["queues"]
     assert t["expected"] > 0
@@ -31,8 +34,10 @@ def check(report: dict[str, Any]) -> None:
     assert q["dead"] == 0
     for fault in report["faults"]:
         assert fault["recovery_s"] is not None, fault
-        assert fault["recovery_s"] <= 10.0, fault
-    assert report["ok"], report["targets"]
+    targets = dict(report["targets"])
+    if not recovery_target:
+        del targets["recovery_within_10s"]
+    assert all(targets.values()), targets
 
 
 @pytest.mark.e2e
@@ -40,7 +45,7 @@ def check(report: dict[str, Any]) -> None:
 async def test_short_chaos_run_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
     """About a minute, every fault kind once (make test)."""
     report = await run(Options(mode="chaos", duration=60, rate=400, workdir=tmp_path, log=False))
-    check(report)
+    check(report, recovery_target=False)
     assert [f["kind"] for f in report["faults"]].count("sigkill") == 1
     assert report["sensord_runs"] == 2
     assert sum(report["readings"]["invalid_expected"].values()) == 70
