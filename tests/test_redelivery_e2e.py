@@ -1,19 +1,20 @@
-"""A QoS 1 redelivery that reaches a restarted sensord: found by reasoning while writing the
-chaos suite (docs/chaos.md), not by a run. The duplicate guard that skips redeliveries
-(per sensor, newest reading time) lives in memory, and the rule state of a resolved alert is
-not kept in the state file: a reading processed but not yet acknowledged before a SIGKILL,
-older than the alert's resolution, is evaluated again after the restart."""
+"""A QoS 1 redelivery that reaches a restarted sensord (found while designing the chaos
+suite's accounting, docs/chaos.md): the duplicate guard that skips redeliveries (per
+sensor, newest reading time) lived only in memory, and a resolved alert keeps no rule
+state, so a reading processed but not yet acknowledged before a SIGKILL, older than its
+alert's resolution, fired a new episode after the restart. The state file now remembers,
+per sensor, the newest reading that changed an alert, and the guard starts from it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from sensord.store import StateStore
 from tests.support import MqttPublisher, SensordProcess, WebhookSink, running, wait_for
-
-pytestmark = pytest.mark.e2e
 
 RULES = """
 rules:
@@ -25,11 +26,7 @@ rules:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: after a restart a redelivered reading older than a resolution fires a"
-    " new episode (the duplicate guard is in memory, a resolved alert's state is not kept)",
-)
+@pytest.mark.e2e
 async def test_a_replayed_reading_older_than_the_resolution_fires_nothing_after_a_restart(
     sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
 ) -> None:
@@ -49,3 +46,15 @@ async def test_a_replayed_reading_older_than_the_resolution_fires_nothing_after_
         await asyncio.sleep(1.0)  # a new firing would reach the target meanwhile
         assert await sensord.stop() == 0
     assert [b["alerts"][0]["status"] for b in webhook.bodies] == ["firing", "resolved"]
+
+
+def test_the_state_file_keeps_the_newest_changing_reading_per_sensor(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.db") as store:
+        store.remember_reading(("sensors/p/t-1/temperature", "t-1", "temperature"), 5.0)
+        store.remember_reading(("sensors/p/t-1/temperature", "t-1", "temperature"), 7.5)
+        store.remember_reading(("sensors/p/t-2/temperature", "t-2", "temperature"), 6.0)
+    with StateStore.open(tmp_path / "s.db") as store:
+        assert store.remembered_readings() == {
+            ("sensors/p/t-1/temperature", "t-1", "temperature"): 7.5,
+            ("sensors/p/t-2/temperature", "t-2", "temperature"): 6.0,
+        }
