@@ -498,15 +498,13 @@ class ChaosRun:
         return self.samples[-1].rss_kb if self.samples else 0
 
     async def cleanup(self) -> None:
-        if self.sim is not None and self.sim.poll() is None:
-            self.sim.kill()
-            self.sim.wait()
+        # the processes first: nothing of the run may outlive it, whatever hangs below
+        for proc in (self.sim, self.sensord.proc):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         if self.publisher is not None:
             self.publisher.close()
-        proc = self.sensord.proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
         if self._amqp is not None:
             with contextlib.suppress(Exception):
                 await self._amqp.close()
