@@ -41,7 +41,9 @@ from sensord.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.mqtt")
 
-ReadingSink = Callable[[Reading, float], None]
+# returns True when the reading changed an alert (a transition was recorded)
+ReadingSink = Callable[[Reading, float], bool | None]
+SensorKey = tuple[str, str, str]  # (topic, device, kind): the duplicate guard's key
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -211,6 +213,9 @@ def tls_context(s: MqttSettings) -> ssl.SSLContext:
 
 
 RefusalSink = Callable[[bytes, bytes, str, str], None]  # topic, payload, reason, detail
+# told the time of each reading that changed an alert, to keep it (in the state file) and
+# give it back with `remember` after a restart
+RecordedSink = Callable[[SensorKey, float], None]
 
 
 class MqttBridge:
@@ -222,12 +227,14 @@ class MqttBridge:
         *,
         ingest: IngestSettings | None = None,
         on_refused: RefusalSink | None = None,
+        on_recorded: RecordedSink | None = None,
     ) -> None:
         self.settings = settings
         ingest = ingest if ingest is not None else IngestSettings()
         self._sink = sink
         self._metrics = metrics
         self._on_refused = on_refused
+        self._on_recorded = on_recorded
         self._parser = PayloadParser(
             settings.templates,
             settings.max_payload,
@@ -235,7 +242,7 @@ class MqttBridge:
             max_clock_skew=ingest.max_clock_skew,
         )
         # (topic, device, kind) -> newest reading time processed: QoS 1 redeliveries skip
-        self._last_ts: dict[tuple[str, str, str], float] = {}
+        self._last_ts: dict[SensorKey, float] = {}
         self._dedup_max = ingest.dedup_sensors
         self._invalid_log = RateLimitedLog(log)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -408,10 +415,20 @@ class MqttBridge:
                         del last_ts[next(iter(last_ts))]  # bounded: forget the oldest sensor
                     last_ts[key] = ts
                 metrics.readings += 1
-                self._sink(reading, now)
+                if self._sink(reading, now) and ts != now and self._on_recorded is not None:
+                    self._on_recorded((topic, reading.device, reading.kind), ts)
         metrics.messages += 1  # last: once it moved, the message is fully accounted for
         if msg.qos:
             self.client.ack(msg.mid, msg.qos)
+
+    def remember(self, seen: dict[SensorKey, float]) -> None:
+        """Before connecting: reading times from a previous run (see RecordedSink), so that
+        a redelivery of a reading that changed an alert, or of an older one, is skipped
+        after a restart as within a run."""
+        if self._dedup_max:
+            for key, ts in seen.items():
+                if ts > self._last_ts.get(key, float("-inf")):
+                    self._last_ts[key] = ts
 
     def _refuse(self, msg: mqtt.MQTTMessage, exc: PayloadError) -> None:
         self._metrics.count_invalid(exc.reason)

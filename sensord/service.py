@@ -113,6 +113,7 @@ class Service:
             self.metrics,
             ingest=settings.ingest,
             on_refused=self.quarantine.refuse,
+            on_recorded=self.state.remember_reading if self.state is not None else None,
         )
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
@@ -159,11 +160,14 @@ class Service:
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
-    def _on_reading(self, reading: Reading, now: float) -> None:
+    def _on_reading(self, reading: Reading, now: float) -> bool:
+        """True when the reading changed an alert: the bridge then has the state file
+        remember its time, so that its redelivery after a restart is skipped."""
         self.history.record(reading, now)  # O(1), no I/O: the status page's plots
         transitions = self.engine.evaluate(reading, now)
         if transitions or self.engine.dirty:  # (orphans appear only at restore and reload)
             self._commit(transitions, now)
+        return bool(transitions)
 
     def _commit(
         self, transitions: list[AlertTransition], now: float, *, flush: bool = False
@@ -273,6 +277,9 @@ class Service:
             len(snapshot.clocks),
         )
         self._commit(transitions, now, flush=True)
+        # a reading that changed an alert, or an older one, redelivered after a SIGKILL
+        # (processed, not yet acknowledged) is skipped as within a run
+        self.bridge.remember(self.state.remembered_readings())
 
     def _flush_state(self) -> None:
         self._commit([], time.time(), flush=True)

@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS alert_state (
     flap_history    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (rule, sensor)
 ) WITHOUT ROWID;
+-- per sensor, the time of the newest reading that changed an alert: after a restart, the
+-- MQTT duplicate guard skips redeliveries of it and of older readings
+CREATE TABLE IF NOT EXISTS reading_guard (
+    topic  TEXT NOT NULL,
+    device TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    ts     REAL NOT NULL,
+    PRIMARY KEY (topic, device, kind)
+) WITHOUT ROWID;
 -- deadman clocks of the sensors that absent_for rules watch
 CREATE TABLE IF NOT EXISTS sensor_clock (
     sensor    TEXT PRIMARY KEY,
@@ -104,6 +113,17 @@ class StateStore:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    # ---- the duplicate guard's memory
+
+    def remember_reading(self, key: tuple[str, str, str], ts: float) -> None:
+        """The reading of sensor `key` stamped `ts` changed an alert (already committed)."""
+        with self.transaction() as tx:
+            tx.execute("INSERT OR REPLACE INTO reading_guard VALUES (?, ?, ?, ?)", (*key, ts))
+
+    def remembered_readings(self) -> dict[tuple[str, str, str], float]:
+        rows = self.conn.execute("SELECT topic, device, kind, ts FROM reading_guard")
+        return {(topic, device, kind): ts for topic, device, kind, ts in rows}
 
     # ---- writing
 

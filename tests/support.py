@@ -91,13 +91,17 @@ class WebhookSink:
     raw: list[bytes] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     retry_after: str | None = None  # sent with every non-2xx answer when set
+    fail_with: int | None = None  # while set, every request is answered with this status
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         self.times.append(time.monotonic())
         self.raw.append(await request.read())
         self.headers.append(dict(request.headers))
-        status = self.statuses.pop(0) if self.statuses else 200
+        if self.fail_with is not None:
+            status = self.fail_with
+        else:
+            status = self.statuses.pop(0) if self.statuses else 200
         if status < 300:
             self.event_ids.append(request.headers.get("X-Sensord-Event-Id", ""))
             self.bodies.append(await request.json())

@@ -51,6 +51,7 @@ from sensord.notify.headers import (
     header_int,
     header_str,
 )
+from sensord.notify.order import RetryOrder
 from sensord.notify.render import rfc3339
 
 log = logging.getLogger("sensord.notify")
@@ -178,11 +179,12 @@ class ChannelConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._acks = BatchedAcks()
+        self._retry_order = RetryOrder()  # events parked in a retry tier hold later ones
         self.dead_lettered = asyncio.Event()  # the DLQ poller refreshes the depth on it
         # labelled children looked up once: labels() costs a lock and a dict per call
         self._outcomes = {
             outcome: metrics.notifications.labels(settings.name, outcome)
-            for outcome in ("sent", "retried", "dead", "skipped", "throttled", "duplicate")
+            for outcome in ("sent", "retried", "dead", "skipped", "throttled", "duplicate", "held")
         }
         self._seconds = metrics.notification_seconds.labels(settings.name)
 
@@ -280,11 +282,21 @@ class ChannelConsumer:
             self._acks.settle(message)
             self._count("skipped")
             return
+        if self._tiers and self._retry_order.blocked(event, time.monotonic()):
+            # an earlier event of this alert waits in a retry tier: wait behind it
+            delay = self._tiers[0]
+            await self._republish(
+                message, headers, retry_queue_name(self._amqp, name, delay), attempts
+            )
+            self._retry_order.park(event, time.monotonic(), delay)
+            self._count("held")
+            return
         if self._bucket is not None and (wait := self._bucket.take(time.monotonic())) > 0:
             delay = tier_at_least(self._tiers, wait)
             await self._republish(
                 message, headers, retry_queue_name(self._amqp, name, delay), attempts
             )
+            self._retry_order.park(event, time.monotonic(), delay)
             self._count("throttled")
             return
         started = time.perf_counter()
@@ -299,6 +311,7 @@ class ChannelConsumer:
         else:
             if self._handled is not None:
                 self._handled.record(name, event.event_id)
+            self._retry_order.settled(event)
             self._acks.settle(message)
             self._count("sent")
         finally:
@@ -330,6 +343,7 @@ class ChannelConsumer:
             await self._republish(
                 message, headers, retry_queue_name(self._amqp, name, delay), attempts
             )
+            self._retry_order.park(event, time.monotonic(), delay)
             self._count("retried")
             log.warning(
                 "channel %s: attempt %d/%d for %s %s (%s) failed: %s; retrying in %s s",
@@ -344,6 +358,7 @@ class ChannelConsumer:
             )
             return
         await self._to_dead(message, headers, attempts, str(exc))
+        self._retry_order.settled(event)
         self._count("dead")
         log.error(
             "channel %s: gave up on %s %s (%s) after %d attempt(s): %s; dead-lettered to %s",

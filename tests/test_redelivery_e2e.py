@@ -1,0 +1,60 @@
+"""A QoS 1 redelivery that reaches a restarted sensord (found while designing the chaos
+suite's accounting, docs/chaos.md): the duplicate guard that skips redeliveries (per
+sensor, newest reading time) lived only in memory, and a resolved alert keeps no rule
+state, so a reading processed but not yet acknowledged before a SIGKILL, older than its
+alert's resolution, fired a new episode after the restart. The state file now remembers,
+per sensor, the newest reading that changed an alert, and the guard starts from it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from sensord.store import StateStore
+from tests.support import MqttPublisher, SensordProcess, WebhookSink, running, wait_for
+
+RULES = """
+rules:
+  - name: hot
+    match: {kind: temperature}
+    above: 80
+    clear_below: 75
+    severity: critical
+"""
+
+
+@pytest.mark.e2e
+async def test_a_replayed_reading_older_than_the_resolution_fires_nothing_after_a_restart(
+    sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
+) -> None:
+    sensord.rules_yaml = RULES
+    sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
+    topic = f"{sensord.topic_root}/plant-1/t-1/temperature"
+    t1 = int(time.time() * 1000) - 2000
+    breach = f'{{"value": 90, "ts": {t1}}}'
+    async with running(sensord):
+        mqtt_pub.publish(topic, breach)
+        mqtt_pub.publish(topic, f'{{"value": 60, "ts": {t1 + 1000}}}')
+        await wait_for(lambda: len(webhook.bodies) == 2)
+        assert await sensord.stop() == 0
+    async with running(sensord):
+        mqtt_pub.publish(topic, breach)  # what the broker redelivers after a SIGKILL
+        await sensord.wait_metric("sensord_mqtt_messages_total", 1)
+        await asyncio.sleep(1.0)  # a new firing would reach the target meanwhile
+        assert await sensord.stop() == 0
+    assert [b["alerts"][0]["status"] for b in webhook.bodies] == ["firing", "resolved"]
+
+
+def test_the_state_file_keeps_the_newest_changing_reading_per_sensor(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.db") as store:
+        store.remember_reading(("sensors/p/t-1/temperature", "t-1", "temperature"), 5.0)
+        store.remember_reading(("sensors/p/t-1/temperature", "t-1", "temperature"), 7.5)
+        store.remember_reading(("sensors/p/t-2/temperature", "t-2", "temperature"), 6.0)
+    with StateStore.open(tmp_path / "s.db") as store:
+        assert store.remembered_readings() == {
+            ("sensors/p/t-1/temperature", "t-1", "temperature"): 7.5,
+            ("sensors/p/t-2/temperature", "t-2", "temperature"): 6.0,
+        }
