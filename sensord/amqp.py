@@ -40,8 +40,11 @@ def make_broker(settings: AmqpSettings, registry: CollectorRegistry | None = Non
     )
     return RabbitBroker(
         settings.url.get_secret_value(),
-        # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md).
-        fail_fast=False,
+        # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md): start()
+        # fails fast and Service._connect_amqp retries. With fail_fast=False, aio-pika's
+        # connection task swallows the cancellation of a stop during its connect attempt
+        # and keeps reconnecting: sensord then never exited (seen in make test).
+        fail_fast=True,
         reconnect_interval=settings.reconnect_interval,
         # Unroutable alerts come back as PublishError instead of vanishing.
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),

@@ -453,7 +453,8 @@ class Service:
         attempt = 0
         while True:
             try:
-                # With fail_fast=False, start() returns once RabbitMQ is reachable (FACTS.md).
+                # fail_fast=True (sensord.amqp.make_broker): start() raises while RabbitMQ
+                # is unreachable, and this loop tries again every reconnect_interval
                 await self.broker.start()
                 await declare_topology_once(self.settings.amqp, list(self.settings.channels))
                 if self.notifier is not None:
@@ -471,17 +472,19 @@ class Service:
                 TimeoutError,
             ) as exc:
                 attempt += 1
-                log.warning(
-                    "RabbitMQ connection lost while starting (%s: %s); retrying",
-                    type(exc).__name__,
-                    exc,
-                )
+                if attempt == 1 or attempt % 30 == 0:  # an outage can last: bounded logging
+                    log.warning(
+                        "RabbitMQ unreachable (%s: %s); retrying (attempt %d)",
+                        type(exc).__name__,
+                        exc,
+                        attempt,
+                    )
                 if self.notifier is not None:
                     with contextlib.suppress(Exception):
                         await self.notifier.stop(grace=0)
                 with contextlib.suppress(Exception):
                     await self.broker.stop()
-                await asyncio.sleep(min(self.settings.amqp.reconnect_interval * attempt, 10.0))
+                await asyncio.sleep(self.settings.amqp.reconnect_interval)
         self.amqp_up.set()
         self.metrics.amqp_connected.set(1)
         self.publisher.ready.set()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import aio_pika
 import pytest
+from prometheus_client import CollectorRegistry
 
+from sensord.amqp import make_broker
+from sensord.config import AmqpSettings
 from tests.support import (
     AMQP_URL,
     MqttPublisher,
@@ -75,3 +80,20 @@ async def test_stop_grace_bounds_the_wait_and_says_what_was_left(
         took = time.monotonic() - started
     assert took < 8, took
     assert "1 alert event(s) not published to RabbitMQ within the 1s stop grace" in sensord.stderr()
+
+
+async def test_broker_start_fails_fast_and_leaves_no_reconnecting_task() -> None:
+    """Unreachable RabbitMQ: start() raises (Service._connect_amqp retries), and no
+    aio-pika connection task is left behind. With fail_fast=False that task swallowed
+    the cancellation of a stop during its connect attempt and kept sensord from exiting."""
+    proxy = TcpProxy(5672)  # never opened: connection refused
+    settings = AmqpSettings.model_validate(
+        {"url": AMQP_URL.replace(":5672", f":{proxy.port}"), "reconnect_interval": 0.1}
+    )
+    broker = make_broker(settings, CollectorRegistry())
+    with pytest.raises((OSError, aio_pika.exceptions.AMQPError)):
+        await asyncio.wait_for(broker.start(), 10)
+    await broker.stop()
+    await asyncio.sleep(0.3)  # longer than reconnect_interval: a loop would be visible
+    left = [t for t in asyncio.all_tasks() if "connection_factory" in repr(t.get_coro())]
+    assert left == []
