@@ -28,22 +28,33 @@ class Checkpointer:
         self.path = path
         self.interval = interval
         self.checkpoints = 0
+        self._conn: sqlite3.Connection | None = None  # one, kept: no allocation churn
         self._error_log = RateLimitedLog(log, interval=300.0, burst=1)
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One PASSIVE checkpoint: (busy, WAL frames, frames checkpointed)."""
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-        try:
-            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        finally:
-            conn.close()
+        if self._conn is None:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=5.0, check_same_thread=False
+            )
+        busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
         return int(busy), int(frames), int(done)
 
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await first(stop.wait(), asyncio.sleep(self.interval))
-            try:
-                await asyncio.to_thread(self.checkpoint)
-            except sqlite3.Error as exc:
-                self._error_log.warning("cannot checkpoint the state file %s: %s", self.path, exc)
+        try:
+            while not stop.is_set():
+                await first(stop.wait(), asyncio.sleep(self.interval))
+                try:
+                    await asyncio.to_thread(self.checkpoint)
+                except sqlite3.Error as exc:
+                    self._error_log.warning(
+                        "cannot checkpoint the state file %s: %s", self.path, exc
+                    )
+        finally:
+            self.close()

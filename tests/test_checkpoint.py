@@ -28,7 +28,9 @@ def test_commits_no_longer_checkpoint_and_the_checkpointer_keeps_the_wal_bounded
     _write(conn, 1500)
     grown = wal.stat().st_size
     assert grown > 1000 * 4096  # past SQLite's automatic checkpoint: none ran in a commit
-    busy, frames, done = Checkpointer(path).checkpoint()
+    checkpointer = Checkpointer(path)
+    busy, frames, done = checkpointer.checkpoint()
+    checkpointer.close()
     assert busy == 0
     assert done == frames > 1000  # every frame copied into the database file
     _write(conn, 1500, start=1500)
