@@ -73,17 +73,24 @@ class IngestClient(mqtt.Client):
         self._quickack = _QUICKACK
         self.on_reading_message: Callable[[mqtt.MQTTMessage], None] | None = None
 
+    def _fill(self) -> bytes:
+        """One recv() into the (drained) buffer; BlockingIOError when nothing waits, b''
+        at EOF."""
+        buf = super()._sock_recv(RECV_SIZE)
+        if buf:
+            if self._quickack is not None:
+                self._ack_now()
+            self._rbuf, self._rpos = buf, 0
+        return buf
+
     # paho reads a packet as recv(1), recv(1..4), recv(rest): serve them from one recv()
     def _sock_recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
         if pos >= len(buf):
-            buf = super()._sock_recv(RECV_SIZE)  # BlockingIOError when drained
+            buf = self._fill()  # BlockingIOError when drained
             if not buf:
                 return buf  # EOF
-            if self._quickack is not None:
-                self._ack_now()
             pos = 0
-            self._rbuf = buf
         end = pos + bufsize
         self._rpos = end
         if pos == 0 and end >= len(buf):
@@ -142,9 +149,20 @@ class IngestClient(mqtt.Client):
         `_packet_handle` still decodes and handles the packet, as it would after its own
         three reads. A packet split across recv()s goes through paho's incremental reader.
         """
-        buf, pos = self._rbuf, self._rpos
-        if self._in_packet["command"] or pos >= len(buf):
+        if self._in_packet["command"]:
             return super()._packet_read()
+        if self._rpos >= len(self._rbuf):
+            # the buffer is drained: refill it here, so that a packet that arrived alone
+            # (a moderate rate: one reading per wake-up) is framed from it too, not by
+            # paho's three recv() calls
+            try:
+                if not self._fill():
+                    return MQTTErrorCode.MQTT_ERR_CONN_LOST  # EOF, as paho reports it
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                return super()._packet_read()  # paho logs the error, reports the loss
+        buf, pos = self._rbuf, self._rpos
         end_buf = len(buf)
         i, mult, length = pos + 1, 1, 0
         while True:
