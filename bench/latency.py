@@ -218,6 +218,17 @@ class Sensord:
                 await ch.exchange_delete(f"{self.prefix}.alerts")
 
 
+def _cpu_seconds(proc: subprocess.Popen[bytes] | None) -> float:
+    """User + system CPU seconds of a child process so far (Linux /proc)."""
+    if proc is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _publisher(port: int) -> mqtt.Client:
     c = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
@@ -262,6 +273,7 @@ async def measure_latency(mqtt_port: int, alerts: int, load: int, work: Path) ->
         await sd.wait(lambda st: st["mqtt"]["connected"] and st["amqp"]["connected"])
         bg.start()
         await asyncio.sleep(2.0)  # load reaches steady state
+        cpu0, wall0 = _cpu_seconds(sd.proc), time.monotonic()
         pub = _publisher(mqtt_port)
         latencies = []
         for i in range(alerts):
@@ -278,9 +290,11 @@ async def measure_latency(mqtt_port: int, alerts: int, load: int, work: Path) ->
                 _log(f"{i + 1}/{alerts} alerts, p50 so far {p50:.1f} ms")
         pub.disconnect()
         pub.loop_stop()
+        cpu = (_cpu_seconds(sd.proc) - cpu0) / (time.monotonic() - wall0)
         st = await sd.status()
         return {
             **_summary_ms(latencies),
+            "sensord_cpu_percent": round(cpu * 100, 1),
             "background_rate": load,
             "readings_per_s_seen": st["readings_per_s"],
         }
