@@ -41,9 +41,12 @@ from sensord.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.mqtt")
 
-# returns True when the reading changed an alert (a transition was recorded)
-ReadingSink = Callable[[Reading, float], bool | None]
 SensorKey = tuple[str, str, str]  # (topic, device, kind): the duplicate guard's key
+# (reading, receive time, topic): the topic only for a reading stamped by its sender, whose
+# time identifies it; when it changes an alert the sink keeps that time with its key, in
+# the transaction that records the change, and `remember` gives it back after a restart,
+# so that the broker's redelivery of the reading is skipped
+ReadingSink = Callable[[Reading, float, str | None], object]
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -231,9 +234,6 @@ def tls_context(s: MqttSettings) -> ssl.SSLContext:
 
 
 RefusalSink = Callable[[bytes, bytes, str, str], None]  # topic, payload, reason, detail
-# told the time of each reading that changed an alert, to keep it (in the state file) and
-# give it back with `remember` after a restart
-RecordedSink = Callable[[SensorKey, float], None]
 
 
 class MqttBridge:
@@ -245,14 +245,12 @@ class MqttBridge:
         *,
         ingest: IngestSettings | None = None,
         on_refused: RefusalSink | None = None,
-        on_recorded: RecordedSink | None = None,
     ) -> None:
         self.settings = settings
         ingest = ingest if ingest is not None else IngestSettings()
         self._sink = sink
         self._metrics = metrics
         self._on_refused = on_refused
-        self._on_recorded = on_recorded
         self._parser = PayloadParser(
             settings.templates,
             settings.max_payload,
@@ -433,14 +431,13 @@ class MqttBridge:
                         del last_ts[next(iter(last_ts))]  # bounded: forget the oldest sensor
                     last_ts[key] = ts
                 metrics.readings += 1
-                if self._sink(reading, now) and ts != now and self._on_recorded is not None:
-                    self._on_recorded((topic, reading.device, reading.kind), ts)
+                self._sink(reading, now, topic if ts != now else None)
         metrics.messages += 1  # last: once it moved, the message is fully accounted for
         if msg.qos:
             self.client.ack(msg.mid, msg.qos)
 
     def remember(self, seen: dict[SensorKey, float]) -> None:
-        """Before connecting: reading times from a previous run (see RecordedSink), so that
+        """Before connecting: reading times from a previous run (see ReadingSink), so that
         a redelivery of a reading that changed an alert, or of an older one, is skipped
         after a restart as within a run."""
         if self._dedup_max:

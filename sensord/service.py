@@ -113,7 +113,6 @@ class Service:
             self.metrics,
             ingest=settings.ingest,
             on_refused=self.quarantine.refuse,
-            on_recorded=self.state.remember_reading if self.state is not None else None,
         )
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
@@ -160,22 +159,31 @@ class Service:
 
     # ---- per-reading path (called synchronously from the MQTT callback)
 
-    def _on_reading(self, reading: Reading, now: float) -> bool:
-        """True when the reading changed an alert: the bridge then has the state file
-        remember its time, so that its redelivery after a restart is skipped."""
+    def _on_reading(self, reading: Reading, now: float, topic: str | None = None) -> None:
+        """`topic` comes with a reading stamped by its sender: when it changes an alert,
+        its time is kept with the change, so that its redelivery after a restart is
+        skipped (the bridge's duplicate guard, `MqttBridge.remember`)."""
         self.history.record(reading, now)  # O(1), no I/O: the status page's plots
         transitions = self.engine.evaluate(reading, now)
         if transitions or self.engine.dirty:  # (orphans appear only at restore and reload)
-            self._commit(transitions, now)
-        return bool(transitions)
+            guard = None
+            if transitions and topic is not None:
+                guard = ((topic, reading.device, reading.kind), reading.ts)
+            self._commit(transitions, now, guard=guard)
 
     def _commit(
-        self, transitions: list[AlertTransition], now: float, *, flush: bool = False
+        self,
+        transitions: list[AlertTransition],
+        now: float,
+        *,
+        flush: bool = False,
+        guard: tuple[tuple[str, str, str], float] | None = None,
     ) -> None:
         """Persist what the engine changed (write-behind, in the call that changed it), the
         alerts' lifecycle and the events to publish, in one transaction committed before
         this returns: the MQTT message is acked only after. `flush` adds the deadman clocks
-        and the heartbeat time (each tick)."""
+        and the heartbeat time (each tick); `guard` the (sensor key, time) of the reading
+        that caused the transitions."""
         events: list[AlertEvent] = []
         for tr in transitions:
             if tr.status == "flapping":  # a marker: logged and counted, never published
@@ -194,7 +202,7 @@ class Service:
             # record inhibiting alerts first, so a target firing on the same reading is held
             events.sort(key=lambda e: not alerts.is_inhibit_source(e.labels))
         to_send: list[AlertEvent] = []
-        if not (flush or events or self.engine.has_changes):
+        if not (flush or events or guard or self.engine.has_changes):
             return
         records = self.engine.take_dirty()
         clocks = self.engine.clocks() if flush else []
@@ -205,6 +213,7 @@ class Service:
                 clocks,
                 saved_at=now if flush else None,
                 started_at=self.engine.start if flush else None,
+                guard=guard,
             )
             for event in events:
                 self.metrics.alerts.labels(event.severity.value, event.status).inc()

@@ -117,9 +117,10 @@ class StateStore:
     # ---- the duplicate guard's memory
 
     def remember_reading(self, key: tuple[str, str, str], ts: float) -> None:
-        """The reading of sensor `key` stamped `ts` changed an alert (already committed)."""
-        with self.transaction() as tx:
-            tx.execute("INSERT OR REPLACE INTO reading_guard VALUES (?, ?, ?, ?)", (*key, ts))
+        """The reading of sensor `key` stamped `ts` changed an alert, in a transaction of
+        its own (the service passes `guard` to `write` instead, in the change's)."""
+        with self.transaction() as conn:
+            self.write(conn, guard=(key, ts))
 
     def remembered_readings(self) -> dict[tuple[str, str, str], float]:
         rows = self.conn.execute("SELECT topic, device, kind, ts FROM reading_guard")
@@ -135,8 +136,10 @@ class StateStore:
         *,
         saved_at: float | None = None,
         started_at: float | None = None,
+        guard: tuple[tuple[str, str, str], float] | None = None,
     ) -> None:
-        """Write inside an open transaction (the caller's, so more can join it)."""
+        """Write inside an open transaction (the caller's, so more can join it). `guard`:
+        the (topic, device, kind) and time of the reading that changed an alert."""
         delete = [(r.rule, _sensor_id(r.labels, r.expect)) for r in records if r.idle]
         upsert = [
             (
@@ -170,6 +173,12 @@ class StateStore:
                     (json.dumps(c.labels, sort_keys=True), json.dumps(c.labels), c.last_seen)
                     for c in clocks
                 ],
+            )
+        if guard is not None:
+            (topic, device, kind), ts = guard
+            conn.execute(
+                "INSERT OR REPLACE INTO reading_guard VALUES (?, ?, ?, ?)",
+                (topic, device, kind, ts),
             )
         if saved_at is not None:
             conn.execute(

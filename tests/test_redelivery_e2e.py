@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from sensord.config import load_settings
+from sensord.events import Reading
+from sensord.metrics import Metrics
+from sensord.rules import load_rules
+from sensord.service import Service
 from sensord.store import StateStore
 from tests.support import MqttPublisher, SensordProcess, WebhookSink, running, wait_for
 
@@ -58,3 +64,36 @@ def test_the_state_file_keeps_the_newest_changing_reading_per_sensor(tmp_path: P
             ("sensors/p/t-1/temperature", "t-1", "temperature"): 7.5,
             ("sensors/p/t-2/temperature", "t-2", "temperature"): 6.0,
         }
+
+
+def test_the_guard_is_kept_in_the_transaction_that_records_the_alert(tmp_path: Path) -> None:
+    """One commit holds the transition, its outbox row and the reading's time: a crash
+    between two commits could otherwise leave a recorded alert whose reading, redelivered
+    after the restart, is not recognised."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(RULES)
+    config = tmp_path / "sensord.toml"
+    config.write_text('[rules]\npaths = ["rules/*.yaml"]\n[http]\nlisten = ""\n')
+    settings = load_settings(config, environ={})
+    rules = load_rules(settings.rules.paths, settings.base_dir)
+    service = Service(settings, rules, "edge", metrics=Metrics(CollectorRegistry()))
+    statements: list[str] = []
+    service.db.set_trace_callback(statements.append)
+    topic = "sensors/p/t-1/temperature"
+    now = time.time()
+    hot = Reading(site="p", device="t-1", kind="temperature", value=95, ts=now - 1)
+    service._on_reading(hot, now, topic)
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    assert any("reading_guard" in s for s in statements)
+    assert len(service.outbox) == 1
+    # a reading stamped with the receive time (no topic passed) carries no identity
+    statements.clear()
+    cool = Reading(site="p", device="t-2", kind="temperature", value=95, ts=now)
+    service._on_reading(cool, now, None)
+    assert not any("reading_guard" in s for s in statements)
+    assert service.state is not None
+    assert service.state.remembered_readings() == {(topic, "t-1", "temperature"): now - 1}
+    service.db.close()
