@@ -32,6 +32,7 @@ from sensord.config import AmqpSettings, load_settings
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 
 def uid() -> str:
@@ -494,6 +495,21 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         timeout=60,
         check=False,
     )
+
+
+def run_bench(module: str, *args: str, timeout: float | None = 50) -> dict[str, Any]:
+    """`python -m MODULE ARGS…` from the repository root: asserts exit 0, returns its JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 class MqttRecorder:
