@@ -240,6 +240,12 @@ class SensordProcess:
     def stderr_path(self) -> Path:
         return self.workdir / "stderr.log"
 
+    def amqp_through_proxy(self) -> TcpProxy:
+        """Point this sensord at a new TcpProxy in front of RabbitMQ (refusing until up())."""
+        proxy = TcpProxy(5672)
+        self.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+        return proxy
+
     def write_config(self) -> None:
         (self.workdir / "rules").mkdir(exist_ok=True)
         (self.workdir / "rules" / "test.yaml").write_text(self.rules_yaml)
