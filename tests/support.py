@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from sensord.config import AmqpSettings, load_settings
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 
 def uid() -> str:
@@ -238,6 +239,12 @@ class SensordProcess:
     @property
     def stderr_path(self) -> Path:
         return self.workdir / "stderr.log"
+
+    def amqp_through_proxy(self) -> TcpProxy:
+        """Point this sensord at a new TcpProxy in front of RabbitMQ (refusing until up())."""
+        proxy = TcpProxy(5672)
+        self.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+        return proxy
 
     def write_config(self) -> None:
         (self.workdir / "rules").mkdir(exist_ok=True)
@@ -494,6 +501,109 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         timeout=60,
         check=False,
     )
+
+
+def run_bench(module: str, *args: str, timeout: float | None = 50) -> dict[str, Any]:
+    """`python -m MODULE ARGS…` from the repository root: asserts exit 0, returns its JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+# ---- sensord-sim (the simulators package) as a subprocess
+
+
+def sim_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "simulators", *args]
+
+
+def sim_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run_sim(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`sensord-sim ARGS…` to its end, output captured as text; the caller checks the exit."""
+    return subprocess.run(
+        sim_argv(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=sim_env(),
+        check=False,
+    )
+
+
+@dataclass
+class SimProcess:
+    """A `sensord-sim` running beside the test; `out` and `err` once it has stopped."""
+
+    proc: subprocess.Popen[str]
+    out: str = ""
+    err: str = ""
+    stopped: bool = False
+
+    @classmethod
+    def spawn(cls, *args: str, stdout: int = subprocess.DEVNULL) -> SimProcess:
+        """Start it: stderr always piped, stdout piped only when asked (subprocess.PIPE)."""
+        proc = subprocess.Popen(
+            sim_argv(*args), stdout=stdout, stderr=subprocess.PIPE, text=True, env=sim_env()
+        )
+        return cls(proc)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def wait(self, timeout: float = 15) -> None:
+        """Wait for it to exit and collect its output; killed (and the timeout raised) if not."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        finally:
+            self.stopped = self.proc.poll() is not None
+        self.out, self.err = out or "", err or ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        """Send `sig` unless it has exited already, then wait() for it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.wait(timeout)
+
+
+@contextlib.contextmanager
+def start_sim(*args: str, stdout: int = subprocess.DEVNULL) -> Iterator[SimProcess]:
+    """`sensord-sim ARGS…` for the block; stopped with SIGTERM at its end unless stopped in it.
+
+    Whatever happens in the block, the process is gone after it (killed if SIGTERM is not
+    enough); the test asserts `sim.returncode == 0, sim.err` after the block.
+    """
+    sim = SimProcess.spawn(*args, stdout=stdout)
+    try:
+        yield sim
+    finally:
+        if not sim.stopped:
+            sim.stop()
+
+
+@contextlib.contextmanager
+def start_recorder(*args: str) -> Iterator[SimProcess]:
+    """`sensord-sim record ARGS…` (stdout piped), yielded once its subscription is confirmed."""
+    with start_sim("record", *args, stdout=subprocess.PIPE) as sim:
+        assert sim.proc.stderr is not None
+        line = sim.proc.stderr.readline()  # printed once the subscription is confirmed
+        assert "recording" in line, line
+        yield sim
 
 
 class MqttRecorder:

@@ -6,39 +6,18 @@ both receivers got every message and that a ratio came out.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import run_bench
+
 MESSAGES = 2000
 
 
 @pytest.mark.timeout(60)
 def test_bench_prints_a_complete_comparison() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--messages",
-            str(MESSAGES),
-            "--runs",
-            "1",
-            "--sensors",
-            "500",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
+    result = run_bench(
+        "bench", "--messages", str(MESSAGES), "--runs", "1", "--sensors", "500", timeout=50
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
 
     assert result["benchmark"] == "mqtt_ingest"
     assert result["messages"] == MESSAGES

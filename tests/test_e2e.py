@@ -7,10 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support import (
-    AMQP_URL,
     MqttPublisher,
     SensordProcess,
-    TcpProxy,
     WebhookSink,
     get_queue_messages,
     running,
@@ -184,8 +182,7 @@ async def test_alerts_wait_while_rabbitmq_is_unreachable(
     sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
 ) -> None:
     """sensord starts and evaluates without RabbitMQ; the alert is published once it is back."""
-    proxy = TcpProxy(5672)
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    proxy = sensord.amqp_through_proxy()
     sensord.rules_yaml = RULES
     sensord.channels = _channels(webhook)
     async with running(sensord, ready=False):

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import run_bench
 
 
 @pytest.mark.timeout(60)
 def test_history_benchmark_smoke() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.history", "--sensors", "300", "--steps", "4", "--runs", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
+    result = run_bench(
+        "bench.history", "--sensors", "300", "--steps", "4", "--runs", "1", timeout=50
     )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
     assert result["benchmark"] == "status_page_history"
     assert result["sensors"] == 300
     assert result["readings_per_scenario"] == 1200

@@ -22,7 +22,6 @@ from tests.support import (
     AMQP_URL,
     MqttPublisher,
     SensordProcess,
-    TcpProxy,
     WebhookSink,
     delete_amqp,
     delete_mqtt_session,
@@ -115,8 +114,7 @@ rules:
 async def test_alerts_survive_sigkill_while_rabbitmq_is_down_and_arrive_in_order(
     sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
 ) -> None:
-    proxy = TcpProxy(5672)
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    proxy = sensord.amqp_through_proxy()
     sensord.rules_yaml = RULES
     sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
     topic = f"{sensord.topic_root}/plant-1/t-1/temperature"
@@ -150,9 +148,8 @@ async def test_alerts_survive_sigkill_while_rabbitmq_is_down_and_arrive_in_order
 async def test_rabbitmq_cut_while_alerts_fire_and_resolve_delivers_each_once_in_order(
     sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
 ) -> None:
-    proxy = TcpProxy(5672)
+    proxy = sensord.amqp_through_proxy()
     await proxy.up()
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
     sensord.rules_yaml = RULES
     sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
     try:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import run_bench
 
 
 def test_rules_benchmark_smoke() -> None:
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench.rules"),
-            *("--sensors", "50", "--readings", "3000", "--chunk", "1000"),
-            *("--excursions", "0.05"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
+    result = run_bench(
+        *("bench.rules", "--sensors", "50", "--readings", "3000", "--chunk", "1000"),
+        *("--excursions", "0.05"),
+        timeout=None,  # as before: only pytest's own timeout
     )
-    result = json.loads(proc.stdout)
     threshold = result["scenarios"]["threshold"]
     assert threshold["evaluations"] == 3000 * 10  # every reading meets all ten rules
     assert threshold["memory"]["states"] == 50 * 10

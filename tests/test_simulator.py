@@ -8,17 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,10 +30,10 @@ from simulators.fleet import DEFAULT_EPOCH_MS, Fleet, Reading
 from simulators.runner import StopFlag, run
 from simulators.scenario import load_scenario
 from simulators.wire import WirePublisher
+from tests.support import run_sim, start_sim
 
 HEATWAVE = load_scenario("heatwave")
 
-REPO = Path(__file__).resolve().parent.parent
 BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
 
 
@@ -314,14 +311,6 @@ def _subscribed(topic_root: str, qos: int) -> Iterator[_Collector]:
         client.loop_stop()
 
 
-def _sim_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "simulators", *args]
-
-
-def _sim_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
 @pytest.fixture
 def topic_root() -> str:
     return f"simtest-{uuid.uuid4().hex[:12]}"
@@ -338,18 +327,12 @@ def test_every_message_arrives_with_a_valid_payload(
     sites, sensors, seed = 2, 5, 42
     with _subscribed(topic_root, qos) as collector:
         before_ms = time.time_ns() // 1_000_000
-        done = subprocess.run(
-            _sim_argv(
-                *("--topic-root", topic_root, "--sites", str(sites), "--sensors", str(sensors)),
-                *("--rate", "150", "--count", str(count), "--seed", str(seed)),
-                *("--qos", str(qos), "--client-id", f"simtest-pub-{uuid.uuid4()}", "--json"),
-                *extra,
-            ),
-            capture_output=True,
-            text=True,
+        done = run_sim(
+            *("--topic-root", topic_root, "--sites", str(sites), "--sensors", str(sensors)),
+            *("--rate", "150", "--count", str(count), "--seed", str(seed)),
+            *("--qos", str(qos), "--client-id", f"simtest-pub-{uuid.uuid4()}", "--json"),
+            *extra,
             timeout=60,
-            env=_sim_env(),
-            check=False,
         )
         after_ms = time.time_ns() // 1_000_000
         assert done.returncode == 0, done.stderr
@@ -412,28 +395,17 @@ def test_publisher_bounds_unacknowledged_qos1_publishes(topic_root: str) -> None
 
 def test_signal_stops_cleanly_and_summary_matches_deliveries(topic_root: str) -> None:
     with _subscribed(topic_root, 1) as collector:
-        proc = subprocess.Popen(
-            _sim_argv(
-                *("--topic-root", topic_root, "--rate", "200", "--sensors", "5"),
-                *("--client-id", f"simtest-pub-{uuid.uuid4()}", "--json", "--quiet"),
-            ),
+        with start_sim(
+            *("--topic-root", topic_root, "--rate", "200", "--sensors", "5"),
+            *("--client-id", f"simtest-pub-{uuid.uuid4()}", "--json", "--quiet"),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_sim_env(),
-        )
-        try:
+        ) as sim:
             assert collector.wait_for(300, timeout=15) >= 300, "simulator never published"
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
-        assert err == "", "--quiet prints nothing on stderr"
-        summary = json.loads(out)
+            sim.stop(signal.SIGINT, timeout=15)
+        assert sim.returncode == 0, sim.err
+        assert "Traceback" not in sim.err
+        assert sim.err == "", "--quiet prints nothing on stderr"
+        summary = json.loads(sim.out)
         assert summary["errors"] == 0
         assert summary["sent"] >= 300
         assert collector.wait_for(summary["sent"], timeout=5) == summary["sent"]
@@ -448,14 +420,7 @@ def _closed_port() -> int:
 
 def test_unreachable_broker_exits_1_naming_the_url() -> None:
     url = f"mqtt://127.0.0.1:{_closed_port()}"
-    done = subprocess.run(
-        _sim_argv("--mqtt", url, "--count", "5", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_sim_env(),
-        check=False,
-    )
+    done = run_sim("--mqtt", url, "--count", "5", "--json")
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()

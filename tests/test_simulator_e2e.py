@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 
 import pytest
 
 from simulators.faults import MALFORMED_REASONS as MALFORMED
-from tests.support import SensordProcess, WebhookSink, running, uid, wait_for
-from tests.test_simulator import _sim_argv, _sim_env
+from tests.support import SensordProcess, WebhookSink, run_sim, running, start_sim, uid, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -32,26 +30,17 @@ async def test_sensor_dropout_scenario_fires_sensor_silent_for_that_device_only(
     sensord.rules_yaml = SILENT_RULES
     sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
     async with running(sensord):
-        sim = subprocess.Popen(  # noqa: ASYNC220 - runs beside sensord, stopped below
-            _sim_argv(
-                *("--topic-root", sensord.topic_root, "--sites", "2", "--sensors", "3"),
-                *("--rate", "2", "--scenario", "sensor-dropout", "--quiet"),
-                *("--client-id", f"simtest-pub-{uid()}"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=_sim_env(),
-        )
-        started = time.monotonic()
-        try:
+        with start_sim(
+            *("--topic-root", sensord.topic_root, "--sites", "2", "--sensors", "3"),
+            *("--rate", "2", "--scenario", "sensor-dropout", "--quiet"),
+            *("--client-id", f"simtest-pub-{uid()}"),
+        ) as sim:
+            started = time.monotonic()
             # t-1 of plant-1 goes silent 5 s in; absent for 3 s -> firing about 8 s in.
             await wait_for(lambda: webhook.alerts("firing"), timeout=20)
             fired_after = time.monotonic() - started
             await asyncio.sleep(1)  # let any wrong extra alert arrive too
-        finally:
-            sim.terminate()
-            _, err = sim.communicate(timeout=15)
-        assert sim.returncode == 0, err
+        assert sim.returncode == 0, sim.err
         assert await sensord.stop() == 0
     firing = webhook.alerts("firing")
     assert [(a["labels"]["site"], a["labels"]["device"]) for a in firing] == [("plant-1", "t-1")]
@@ -65,17 +54,10 @@ async def test_malformed_payloads_are_counted_by_sensord_under_the_reason_the_si
     sensord.rules_yaml = SILENT_RULES
     async with running(sensord):
         done = await asyncio.to_thread(
-            subprocess.run,
-            _sim_argv(
-                *("--topic-root", sensord.topic_root, "--kinds", "humidity", "--sensors", "5"),
-                *("--rate", "100", "--count", "700", "--fault", "malformed=0.5", "--seed", "3"),
-                *("--qos", "1", "--quiet", "--json", "--client-id", f"simtest-pub-{uid()}"),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=_sim_env(),
-            check=False,
+            run_sim,
+            *("--topic-root", sensord.topic_root, "--kinds", "humidity", "--sensors", "5"),
+            *("--rate", "100", "--count", "700", "--fault", "malformed=0.5", "--seed", "3"),
+            *("--qos", "1", "--quiet", "--json", "--client-id", f"simtest-pub-{uid()}"),
         )
         assert done.returncode == 0, done.stderr
         faults = json.loads(done.stdout)["faults"]
@@ -126,27 +108,18 @@ async def test_flapping_scenario_is_held_as_flapping_not_a_notification_storm(
     sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
     flapping = 'sensord_alerts_flapping_total{severity="critical"}'
     async with running(sensord):
-        sim = subprocess.Popen(  # noqa: ASYNC220 - runs beside sensord, stopped below
-            _sim_argv(
-                *("--topic-root", sensord.topic_root, "--sites", "1", "--sensors", "1"),
-                *("--rate", "0.5", "--scenario", "flapping", "--quiet"),
-                *("--client-id", f"simtest-pub-{uid()}"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=_sim_env(),
-        )
-        try:
+        with start_sim(
+            *("--topic-root", sensord.topic_root, "--sites", "1", "--sensors", "1"),
+            *("--rate", "0.5", "--scenario", "flapping", "--quiet"),
+            *("--client-id", f"simtest-pub-{uid()}"),
+        ) as sim:
             # t-1 crosses 80 about every 5 s from 5 s on; a reading every 2 s
             await sensord.wait_metric(flapping, 1, timeout=60)
             held_from = len(webhook.bodies)
             crossings_before = await sensord.metrics()
             await asyncio.sleep(12)  # more than two oscillation periods: several crossings
             after = await sensord.metrics()
-        finally:
-            sim.terminate()
-            _, err = sim.communicate(timeout=15)
-        assert sim.returncode == 0, err
+        assert sim.returncode == 0, sim.err
         assert await sensord.stop() == 0
     readings = after["sensord_readings_total"] - crossings_before["sensord_readings_total"]
     assert readings >= 5  # the sensor kept reporting (and crossing) meanwhile

@@ -17,8 +17,8 @@ import pytest
 from simulators.faults import FaultRates
 from simulators.fleet import Fleet
 from simulators.payloads import Format
-from tests.support import MQTT_PORT, TcpProxy, wait_for
-from tests.test_simulator import _sim_argv, _sim_env, _subscribed
+from tests.support import MQTT_PORT, TcpProxy, run_sim, start_sim, wait_for
+from tests.test_simulator import _subscribed
 
 START_S = 1_764_000_000
 
@@ -29,13 +29,8 @@ def topic_root() -> str:
 
 
 def _run_sim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        _sim_argv(*args, "--client-id", f"simtest-pub-{uuid.uuid4()}", "--quiet", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_sim_env(),
-        check=False,
+    done = run_sim(
+        *args, "--client-id", f"simtest-pub-{uuid.uuid4()}", "--quiet", "--json", timeout=timeout
     )
     assert done.returncode == 0, done.stderr
     return done
@@ -78,21 +73,15 @@ def test_same_seed_same_messages_byte_for_byte_and_as_the_model_says(topic_root:
 
 def test_rate_is_accurate_within_5_percent_over_10_s(topic_root: str) -> None:
     with _subscribed(topic_root, 0) as collector:
-        done = subprocess.Popen(
-            _sim_argv(
-                *("--topic-root", topic_root, "--sensors", "10", "--total-rate", "1000"),
-                *("--duration", "10", "--qos", "0", "--quiet", "--json"),
-                *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_sim_env(),
+        done = run_sim(
+            *("--topic-root", topic_root, "--sensors", "10", "--total-rate", "1000"),
+            *("--duration", "10", "--qos", "0", "--quiet", "--json"),
+            *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
+            timeout=30,
         )
-        out, err = done.communicate(timeout=30)
-        assert done.returncode == 0, err
-        collector.wait_for(int(json.loads(out)["sent"]), timeout=5)
-    summary = json.loads(out)
+        assert done.returncode == 0, done.stderr
+        collector.wait_for(int(json.loads(done.stdout)["sent"]), timeout=5)
+    summary = json.loads(done.stdout)
     arrivals = collector.arrivals
     received = len(collector.messages)
     assert received == summary["sent"]
@@ -141,14 +130,7 @@ def test_a_broken_scenario_file_is_a_usage_error_naming_file_and_line(tmp_path: 
     path.write_text(
         "repeat: 60s\nevents:\n  - {at: 10s, event: hvac_failure}\n  - {at: 1m, event: x}\n"
     )
-    done = subprocess.run(
-        _sim_argv("--scenario", str(path), "--count", "1"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_sim_env(),
-        check=False,
-    )
+    done = run_sim("--scenario", str(path), "--count", "1")
     assert done.returncode == 2
     assert f"{path}:4: unknown event 'x'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -156,28 +138,17 @@ def test_a_broken_scenario_file_is_a_usage_error_naming_file_and_line(tmp_path: 
 
 def test_processes_stop_cleanly_on_sigint_with_one_summary(topic_root: str) -> None:
     with _subscribed(topic_root, 1) as collector:
-        proc = subprocess.Popen(
-            _sim_argv(
-                *("--topic-root", topic_root, "--sensors", "6", "--rate", "50"),
-                *("--processes", "2", "--quiet", "--json"),
-                *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
-            ),
+        with start_sim(
+            *("--topic-root", topic_root, "--sensors", "6", "--rate", "50"),
+            *("--processes", "2", "--quiet", "--json"),
+            *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_sim_env(),
-        )
-        try:
+        ) as sim:
             assert collector.wait_for(300, timeout=20) >= 300, "workers never published"
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 0, err
-        assert err == ""
-        summary = json.loads(out)
+            sim.stop(signal.SIGINT, timeout=20)
+        assert sim.returncode == 0, sim.err
+        assert sim.err == ""
+        summary = json.loads(sim.out)
         assert summary["processes"] == 2
         assert summary["errors"] == 0
         assert collector.wait_for(summary["sent"], timeout=5) == summary["sent"]
@@ -188,18 +159,15 @@ def test_processes_stop_cleanly_on_sigint_with_one_summary(topic_root: str) -> N
 async def test_a_cut_connection_is_counted_and_publishing_resumes(topic_root: str) -> None:
     proxy = TcpProxy(MQTT_PORT)
     await proxy.up()
-    with _subscribed(topic_root, 1) as collector:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - runs beside the proxy, stopped below
-            _sim_argv(
-                *("--mqtt", f"mqtt://127.0.0.1:{proxy.port}", "--topic-root", topic_root),
-                *("--sensors", "4", "--rate", "50", "--quiet", "--json"),
-                *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
-            ),
+    with (
+        _subscribed(topic_root, 1) as collector,
+        start_sim(
+            *("--mqtt", f"mqtt://127.0.0.1:{proxy.port}", "--topic-root", topic_root),
+            *("--sensors", "4", "--rate", "50", "--quiet", "--json"),
+            *("--client-id", f"simtest-pub-{uuid.uuid4()}"),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_sim_env(),
-        )
+        ) as sim,
+    ):
         try:
             await wait_for(lambda: len(collector.messages) >= 200)
             await proxy.down()
@@ -207,17 +175,13 @@ async def test_a_cut_connection_is_counted_and_publishing_resumes(topic_root: st
             cut = len(collector.messages)
             await proxy.up()
             await wait_for(lambda: len(collector.messages) >= cut + 400, timeout=20)
-            proc.send_signal(signal.SIGINT)
-            out, err = await asyncio.to_thread(proc.communicate, timeout=20)
-            assert proc.returncode == 0, err
-            summary = json.loads(out)
+            await asyncio.to_thread(sim.stop, signal.SIGINT, 20)
+            assert sim.returncode == 0, sim.err
+            summary = json.loads(sim.out)
             # a message the broker acknowledged may still be on its way to the subscriber
             with contextlib.suppress(AssertionError):
                 await wait_for(lambda: len(collector.messages) >= summary["sent"], timeout=10)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
             await proxy.down()
     received = len(collector.messages)
     # Acknowledged ones arrived; ones whose PUBACK was lost with the connection are errors.

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
-from tests.test_simulator import _sim_argv, _sim_env
+from tests.support import free_port, run_sim, start_recorder
 
 TOOLS = ("openssl", "mosquitto", "mosquitto_passwd")
 pytestmark = pytest.mark.skipif(
@@ -115,39 +114,24 @@ def _broker_in(d: Path) -> Iterator[TlsBroker]:
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _sim_argv(*args, "--client-id", f"simtest-{uuid.uuid4()}"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_sim_env(),
-        check=False,
-    )
+    return run_sim(*args, "--client-id", f"simtest-{uuid.uuid4()}")
 
 
 def test_publishes_and_records_over_tls_with_client_cert_and_password_file(
     tls_broker: TlsBroker, tmp_path: Path
 ) -> None:
     root, trace = f"simtest-{uuid.uuid4().hex[:8]}", tmp_path / "tls.jsonl"
-    recorder = subprocess.Popen(
-        _sim_argv(
-            *("record", *tls_broker.tls_args(), "--topics", f"{root}/#"),
-            *("-o", str(trace), "--count", "200", "--json"),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_sim_env(),
-    )
-    assert recorder.stderr is not None
-    assert "recording" in recorder.stderr.readline()
-    done = _sim(*tls_broker.tls_args(), "--topic-root", root, "--count", "200", "--rate", "100",
-                "--json", "--quiet")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["sent"] == 200
-    out, err = recorder.communicate(timeout=20)
-    assert recorder.returncode == 0, err
-    assert json.loads(out)["recorded"] == 200
+    with start_recorder(
+        *(*tls_broker.tls_args(), "--topics", f"{root}/#"),
+        *("-o", str(trace), "--count", "200", "--json"),
+    ) as recorder:
+        done = _sim(*tls_broker.tls_args(), "--topic-root", root, "--count", "200", "--rate", "100",
+                    "--json", "--quiet")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["sent"] == 200
+        recorder.wait(timeout=20)
+    assert recorder.returncode == 0, recorder.err
+    assert json.loads(recorder.out)["recorded"] == 200
     assert len(trace.read_text().splitlines()) == 201  # header + messages
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulators.trace import TraceError, TraceMessage, TraceSource, encode_record, read_trace
-from tests.support import MqttPublisher
-from tests.test_simulator import _sim_argv, _sim_env
+from tests.support import MqttPublisher, SimProcess, run_sim, start_recorder
 
 
 @pytest.mark.parametrize(
@@ -58,27 +57,17 @@ def test_replay_schedule_scales_the_original_spacing() -> None:
     assert [TraceSource(trace, speed=0).due(j) for j in range(4)] == [0.0] * 4
 
 
-def _recorder(root: str, out: Path, count: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        _sim_argv(
-            *("record", "--topics", f"{root}/#", "-o", str(out), "--count", str(count)),
-            *("--client-id", f"simtest-rec-{uuid.uuid4()}", "--json"),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_sim_env(),
+def _recorder(root: str, out: Path, count: int) -> contextlib.AbstractContextManager[SimProcess]:
+    return start_recorder(
+        *("--topics", f"{root}/#", "-o", str(out), "--count", str(count)),
+        *("--client-id", f"simtest-rec-{uuid.uuid4()}", "--json"),
     )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()  # printed once the subscription is confirmed
-    assert "recording" in line, line
-    return proc
 
 
-def _finish(proc: subprocess.Popen[str]) -> dict[str, float]:
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    summary: dict[str, float] = json.loads(out)
+def _finish(recorder: SimProcess) -> dict[str, float]:
+    recorder.wait(timeout=20)
+    assert recorder.returncode == 0, recorder.err
+    summary: dict[str, float] = json.loads(recorder.out)
     return summary
 
 
@@ -86,42 +75,31 @@ def test_record_then_replay_reproduces_payloads_and_relative_timing(tmp_path: Pa
     root = f"simtest-{uuid.uuid4().hex[:12]}"
     original, replayed = tmp_path / "original.jsonl", tmp_path / "replayed.jsonl"
     count = 83
-    recorder = _recorder(root, original, count)
-    # 80 readings over ~1 s, then two payloads that are not UTF-8 text and one empty.
-    subprocess.run(
-        _sim_argv(
+    with _recorder(root, original, count) as recorder:
+        # 80 readings over ~1 s, then two payloads that are not UTF-8 text and one empty.
+        done = run_sim(
             *("--topic-root", root, "--sensors", "4", "--rate", "20", "--count", "80"),
             *("--client-id", f"simtest-pub-{uuid.uuid4()}", "--quiet"),
-        ),
-        check=True,
-        timeout=30,
-        env=_sim_env(),
-    )
-    pub = MqttPublisher()
-    try:
-        for payload in (b"\xff\xfe\x00", b"", b"\x80abc"):
-            time.sleep(0.1)
-            pub.publish(f"{root}/plant-9/x-1/temperature", payload)
-    finally:
-        pub.close()
-    assert _finish(recorder)["recorded"] == count
+        )
+        assert done.returncode == 0, done.stderr
+        pub = MqttPublisher()
+        try:
+            for payload in (b"\xff\xfe\x00", b"", b"\x80abc"):
+                time.sleep(0.1)
+                pub.publish(f"{root}/plant-9/x-1/temperature", payload)
+        finally:
+            pub.close()
+        assert _finish(recorder)["recorded"] == count
 
-    recorder = _recorder(root, replayed, count)
     speed = 2.0
-    done = subprocess.run(
-        _sim_argv(
+    with _recorder(root, replayed, count) as recorder:
+        done = run_sim(
             *("replay", str(original), "--speed", str(speed), "--json", "--quiet"),
             *("--client-id", f"simtest-rep-{uuid.uuid4()}"),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_sim_env(),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["sent"] == count
-    assert _finish(recorder)["recorded"] == count
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["sent"] == count
+        assert _finish(recorder)["recorded"] == count
 
     first, second = list(read_trace(str(original))), list(read_trace(str(replayed)))
     assert [(m.topic, m.payload) for m in second] == [(m.topic, m.payload) for m in first]

@@ -11,10 +11,8 @@ import pytest
 
 from sensord.status import exit_code, render_status
 from tests.support import (
-    AMQP_URL,
     MqttPublisher,
     SensordProcess,
-    TcpProxy,
     free_port,
     running,
     wait_for,
@@ -64,8 +62,7 @@ async def test_status_summarises_a_running_sensord(
 
 @pytest.mark.e2e
 async def test_rabbitmq_down_is_degraded_not_dead(sensord: SensordProcess) -> None:
-    proxy = TcpProxy(5672)  # never opened
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    sensord.amqp_through_proxy()  # never opened
     sensord.rules_yaml = RULES
     async with running(sensord, ready=False):
         await sensord.wait_started()

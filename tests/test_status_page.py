@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from playwright.async_api import Browser, Page, async_playwright
 from tests.support import (
     MqttPublisher,
     SensordProcess,
+    SimProcess,
     WebhookSink,
     delete_mqtt_session,
     running,
     uid,
     wait_for,
 )
-from tests.test_simulator import _sim_argv, _sim_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -189,15 +188,10 @@ async def test_heatwave_live_on_the_page_then_ack_and_silence_from_it(
         await page.wait_for_selector("#alerts-empty:not([hidden])")  # nothing yet
         assert await page.locator("#sensors-table tr.sensor").count() == 0
 
-        sim = subprocess.Popen(  # noqa: ASYNC220 - runs beside sensord, stopped below
-            _sim_argv(
-                *("--topic-root", sensord.topic_root, "--sites", "2", "--sensors", "3"),
-                *("--rate", "2", "--scenario", "heatwave", "--quiet"),
-                *("--client-id", f"simtest-pub-{uid()}"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=_sim_env(),
+        sim = SimProcess.spawn(  # runs beside sensord, stopped below
+            *("--topic-root", sensord.topic_root, "--sites", "2", "--sensors", "3"),
+            *("--rate", "2", "--scenario", "heatwave", "--quiet"),
+            *("--client-id", f"simtest-pub-{uid()}"),
         )
         try:
             # the page lists the sensors, grouped by site, without a reload
@@ -239,10 +233,9 @@ async def test_heatwave_live_on_the_page_then_ack_and_silence_from_it(
             assert held["silenced_by"] == silence["id"]
             assert held["state"] == "suppressed"
         finally:
-            sim.terminate()
-            _, err = sim.communicate(timeout=15)
+            sim.stop()  # SIGTERM; killed if it outlives 15 s
             await page.close()
-        assert sim.returncode == 0, err
+        assert sim.returncode == 0, sim.err
         assert await sensord.stop() == 0
     delete_mqtt_session(f"sensord-test-{sensord.prefix}")
     # first episode: both notified (firing, resolved); second: only t-1's firing

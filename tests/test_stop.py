@@ -28,19 +28,23 @@ RULES = "rules:\n  - {name: hot, match: {kind: temperature}, above: 80, severity
 FIRING = 'sensord_alerts_total{severity="critical",status="firing"}'
 
 
+def _with_stop_grace(sensord: SensordProcess, grace: str) -> None:
+    """The config sensord writes, with `stop_grace` in its [amqp] table."""
+    sensord.write_config()
+    sensord.config_override = sensord.config_path.read_text().replace(
+        "reconnect_interval = 0.5", f'reconnect_interval = 0.5\nstop_grace = "{grace}"'
+    )
+
+
 async def test_held_alert_is_flushed_when_rabbitmq_returns_within_the_grace(
     sensord: SensordProcess, webhook: WebhookSink, mqtt_pub: MqttPublisher
 ) -> None:
-    proxy = TcpProxy(5672)
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    proxy = sensord.amqp_through_proxy()
     sensord.extra_toml = ""
     sensord.rules_yaml = RULES
     sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
     sensord.config_override = None
-    sensord.write_config()
-    sensord.config_override = sensord.config_path.read_text().replace(
-        "reconnect_interval = 0.5", 'reconnect_interval = 0.5\nstop_grace = "15s"'
-    )
+    _with_stop_grace(sensord, "15s")
     async with running(sensord, ready=False):
         await wait_for(lambda: "connected to MQTT" in sensord.stderr())
         mqtt_pub.publish(f"{sensord.topic_root}/p/t-1/temperature", b"99")
@@ -64,13 +68,9 @@ async def test_held_alert_is_flushed_when_rabbitmq_returns_within_the_grace(
 async def test_stop_grace_bounds_the_wait_and_says_what_was_left(
     sensord: SensordProcess, mqtt_pub: MqttPublisher
 ) -> None:
-    proxy = TcpProxy(5672)  # never opened
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    sensord.amqp_through_proxy()  # never opened
     sensord.rules_yaml = RULES
-    sensord.write_config()
-    sensord.config_override = sensord.config_path.read_text().replace(
-        "reconnect_interval = 0.5", 'reconnect_interval = 0.5\nstop_grace = "1s"'
-    )
+    _with_stop_grace(sensord, "1s")
     async with running(sensord, ready=False):
         await wait_for(lambda: "connected to MQTT" in sensord.stderr())
         mqtt_pub.publish(f"{sensord.topic_root}/p/t-1/temperature", b"99")

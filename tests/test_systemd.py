@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sensord.systemd import SystemdNotifier
-from tests.support import AMQP_URL, SensordProcess, TcpProxy, running, uid, wait_for
+from tests.support import SensordProcess, running, uid, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -154,8 +154,7 @@ async def test_ready_while_rabbitmq_is_down_says_so(
     sensord: SensordProcess, notify_socket: tuple[str, NotifySocket]
 ) -> None:
     path, ns = notify_socket
-    proxy = TcpProxy(5672)  # never opened: RabbitMQ unreachable
-    sensord.amqp_url = AMQP_URL.replace(":5672", f":{proxy.port}")
+    sensord.amqp_through_proxy()  # never opened: RabbitMQ unreachable
     sensord.rules_yaml = RULES
     sensord.extra_env = {"NOTIFY_SOCKET": path}
     async with running(sensord, ready=False):
