@@ -169,8 +169,6 @@ class OutboxDrain:
         while not stop.is_set():
             if not self._outbox:
                 self._wakeup.clear()
-                if stop.is_set():
-                    break
                 await self._wakeup.wait()
                 continue
             if len(self._outbox) > BATCH and held_since is None:
