@@ -1,6 +1,6 @@
 """Status page history benchmark: `python -m bench.history [--sensors N] [--steps S]`.
 
-JSON on stdout, progress on stderr. What the per-sensor history ring (sensord/history.py)
+JSON on stdout, progress on stderr. What the per-sensor history ring (sensord/http/history.py)
 costs on the per-reading hot path, measured against a reference in the same run:
 
 - `ingest`: CPU time per reading of the edge's hot path without the history hook
@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from sensord.events import Reading
-from sensord.history import History
+from sensord.http.history import History
+from sensord.http.statuspage import StatusPage
 from sensord.rules import Rule, RuleEngine, load_rules
-from sensord.statuspage import StatusPage
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_764_331_200.0

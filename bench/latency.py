@@ -41,8 +41,8 @@ from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.broker import PrivateMosquitto, free_port
-from sensord.amqp import channel_queues
-from sensord.config import load_settings
+from sensord.amqp.topology import channel_queues
+from sensord.ops.config import load_settings
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 

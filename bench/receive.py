@@ -25,11 +25,11 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.load import TOPIC_FILTER, TOPIC_TEMPLATE
-from sensord.bridge import MqttBridge
-from sensord.config import MqttSettings
 from sensord.events import Reading
-from sensord.history import History
-from sensord.metrics import Metrics
+from sensord.http.history import History
+from sensord.ingest.client import MqttBridge
+from sensord.ops.config import MqttSettings
+from sensord.ops.metrics import Metrics
 from sensord.rules import Rule, RuleEngine
 
 RULES_FILE = Path(__file__).resolve().parent.parent / "rules" / "temperature.yaml"

@@ -1,3 +1,3 @@
-from sensord.cli import main
+from sensord.cli.main import main
 
 raise SystemExit(main())

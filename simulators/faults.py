@@ -38,7 +38,7 @@ MALFORMED_REASONS = (
     "clock_skew",
     "unit",
 )
-"""sensord's invalid-reading reason codes (sensord/payload.py; clock_skew and unit are
+"""sensord's invalid-reading reason codes (sensord/ingest/payload.py; clock_skew and unit are
 refused once sensord checks timestamps and units)."""
 TOO_LARGE_BYTES = 70_000
 """Above sensord's default ``max_payload`` (64 KiB)."""

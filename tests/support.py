@@ -26,8 +26,8 @@ import paho.mqtt.client as mqtt
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sensord.amqp import channel_queues
-from sensord.config import AmqpSettings, load_settings
+from sensord.amqp.topology import channel_queues
+from sensord.ops.config import AmqpSettings, load_settings
 
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883

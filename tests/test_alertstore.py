@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sensord.alertstore import AlertStore, InhibitRule, RepeatPolicy
+from sensord.alerts.silences import Matcher
+from sensord.alerts.store import AlertStore, InhibitRule, RepeatPolicy
+from sensord.delivery.outbox import Outbox, open_state_db
 from sensord.events import AlertEvent
-from sensord.metrics import Metrics
-from sensord.outbox import Outbox, open_state_db
-from sensord.silences import Matcher
+from sensord.ops.metrics import Metrics
 from tests.support import make_event
 
 

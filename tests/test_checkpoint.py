@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sensord.checkpoint import Checkpointer
-from sensord.outbox import open_state_db
+from sensord.delivery.outbox import open_state_db
+from sensord.state.checkpoint import Checkpointer
 
 BLOB = b"x" * 4000  # about one page per row
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sensord.config import (
+from sensord.errors import ConfigError, Problem
+from sensord.ops.config import (
     AmqpSettings,
     ConsoleChannelSettings,
     Settings,
@@ -15,7 +16,6 @@ from sensord.config import (
     load_settings,
     parse_duration,
 )
-from sensord.errors import ConfigError, Problem
 
 # The example from ARCHITECTURE.md, "Configuration file, TOML (contract)", verbatim.
 CONTRACT_EXAMPLE = """\

@@ -7,9 +7,9 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from sensord.dedup import HandledEvents
+from sensord.delivery.outbox import open_state_db
 from sensord.events import AlertEvent, Severity
-from sensord.outbox import open_state_db
+from sensord.notify.dedup import HandledEvents
 from tests.support import AMQP_URL, SensordProcess, WebhookSink, running
 
 

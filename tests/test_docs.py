@@ -35,7 +35,7 @@ def test_committed_asyncapi_document_is_up_to_date() -> None:
 
 
 def _sensord_metric_names() -> set[str]:
-    from sensord.metrics import Metrics
+    from sensord.ops.metrics import Metrics
 
     names: set[str] = set()
     for family in Metrics().registry.collect():
@@ -98,7 +98,7 @@ def test_configuration_reference_names_every_key() -> None:
 
     from pydantic import BaseModel
 
-    from sensord.config import ChannelSettings, Settings
+    from sensord.ops.config import ChannelSettings, Settings
 
     sections = _doc_sections((ROOT / "docs" / "configuration.md").read_text())
     missing: list[str] = []

@@ -1,4 +1,4 @@
-"""The status page's history ring (sensord/history.py): pure, time passed in."""
+"""The status page's history ring (sensord/http/history.py): pure, time passed in."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 
 from sensord.events import Reading
-from sensord.history import CounterWindow, History
+from sensord.http.history import CounterWindow, History
 
 T0 = 1_764_331_200.0  # a multiple of 30 s and of 3600 s
 

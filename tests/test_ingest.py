@@ -20,10 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sensord.bridge import MqttBridge
-from sensord.config import IngestSettings, MqttSettings
 from sensord.events import Reading
-from sensord.metrics import Metrics
+from sensord.ingest.client import MqttBridge
+from sensord.ops.config import IngestSettings, MqttSettings
+from sensord.ops.metrics import Metrics
 from sensord.rules import AlertTransition, Rule, RuleEngine
 from tests.support import (
     MqttPublisher,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sensord.config import load_settings
 from sensord.errors import ConfigError
+from sensord.ops.config import load_settings
 
 
 def error(tmp_path: Path, text: str) -> str:

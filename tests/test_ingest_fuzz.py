@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensord.bridge import MqttBridge
-from sensord.config import MqttSettings
 from sensord.events import Reading
-from sensord.metrics import Metrics
-from sensord.payload import REASONS
+from sensord.ingest.client import MqttBridge
+from sensord.ingest.payload import REASONS
+from sensord.ops.config import MqttSettings
+from sensord.ops.metrics import Metrics
 from tests.support import MqttPublisher, uid
 
 

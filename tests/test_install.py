@@ -55,7 +55,7 @@ def test_install_into_destdir_then_uninstall_keeps_config(tmp_path: Path) -> Non
     assert "2 rule(s)" in check.stdout
     # the status page's assets are package data: installed with the package, not the tree
     web = subprocess.run(
-        [str(venv_python), "-c", "import sensord.statuspage as p; print(p.WEB_DIR)"],
+        [str(venv_python), "-c", "import sensord.http.statuspage as p; print(p.WEB_DIR)"],
         capture_output=True,
         text=True,
         check=False,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sensord.logs import setup_logging
+from sensord.ops.logs import setup_logging
 from tests.support import MqttPublisher, SensordProcess, running, wait_for
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sensord.amqp import (
+from sensord.amqp.topology import (
     binding_keys,
     channel_queues,
     format_delay,
@@ -15,7 +15,13 @@ from sensord.amqp import (
     retry_delays,
     tier_at_least,
 )
-from sensord.config import (
+from sensord.errors import ConfigError
+from sensord.events import AlertEvent
+from sensord.notify.consumer import TokenBucket
+from sensord.notify.email import build_message
+from sensord.notify.render import render
+from sensord.notify.webhook import signature
+from sensord.ops.config import (
     AmqpSettings,
     ChannelSettings,
     EmailChannelSettings,
@@ -23,12 +29,6 @@ from sensord.config import (
     Settings,
     load_settings,
 )
-from sensord.errors import ConfigError
-from sensord.events import AlertEvent
-from sensord.notify.consumer import TokenBucket
-from sensord.notify.email import build_message
-from sensord.notify.render import render
-from sensord.notify.webhook import signature
 from tests.support import make_event
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sensord import publish
-from sensord.amqp import channel_queues
-from sensord.config import AmqpSettings, ConsoleChannelSettings
+from sensord.amqp.topology import channel_queues
+from sensord.delivery import drain as publish
+from sensord.delivery.drain import BATCH, OutboxDrain, unique_prefix
+from sensord.delivery.outbox import Outbox, OutboxRow, open_state_db
 from sensord.events import AlertEvent, Severity
-from sensord.metrics import Metrics
 from sensord.notify.consumer import Notifier
-from sensord.outbox import Outbox, OutboxRow, open_state_db
-from sensord.publish import BATCH, OutboxDrain, unique_prefix
+from sensord.ops.config import AmqpSettings, ConsoleChannelSettings
+from sensord.ops.metrics import Metrics
 from tests.support import (
     AMQP_URL,
     MqttPublisher,

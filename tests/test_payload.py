@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sensord.errors import PayloadError
 from sensord.events import Reading
-from sensord.payload import (
+from sensord.ingest.payload import (
     CLOCK_SKEW,
     NON_FINITE,
     NOT_JSON,

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sensord.config import load_settings
+from sensord.app import Service
 from sensord.events import Reading
-from sensord.metrics import Metrics
+from sensord.ops.config import load_settings
+from sensord.ops.metrics import Metrics
 from sensord.rules import load_rules
-from sensord.service import Service
-from sensord.store import StateStore
+from sensord.state.store import StateStore
 from tests.support import MqttPublisher, SensordProcess, WebhookSink, running, wait_for
 
 RULES = """

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from sensord.config import load_settings
+from sensord.app import Service
 from sensord.events import Reading
-from sensord.metrics import Metrics
+from sensord.ops.config import load_settings
+from sensord.ops.metrics import Metrics
 from sensord.rules import Rule, RuleEngine, load_rules
-from sensord.service import Service
 
 
 def reading(value: float, ts: float, device: str = "t-1") -> Reading:

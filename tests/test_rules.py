@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sensord.alerts import build_event, fingerprint
+from sensord.alerts.lifecycle import build_event, fingerprint
 from sensord.errors import ConfigError, Problem
 from sensord.events import Reading, Severity
 from sensord.rules import AlertTransition, Rule, RuleEngine, load_rule_file, load_rules

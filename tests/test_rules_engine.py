@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensord.alerts import build_event
+from sensord.alerts.lifecycle import build_event
 from sensord.errors import ConfigError
 from sensord.events import Reading
 from sensord.rules import AlertTransition, Rule, RuleEngine, load_rule_file

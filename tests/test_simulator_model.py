@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sensord.errors import PayloadError
-from sensord.payload import PayloadParser
+from sensord.ingest.payload import PayloadParser
 from simulators.faults import MALFORMED_REASONS, TOO_LARGE_BYTES, FaultRates, parse_fault
 from simulators.fleet import DEFAULT_EPOCH_MS, Fleet, Message, Reading
 from simulators.payloads import Format

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sensord.status import exit_code, render_status
+from sensord.cli.status import exit_code, render_status
 from tests.support import (
     MqttPublisher,
     SensordProcess,

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sensord.alerts import build_event
+from sensord.alerts.lifecycle import build_event
+from sensord.delivery.outbox import Outbox
 from sensord.errors import StateFileError
 from sensord.events import Reading
-from sensord.metrics import Metrics
-from sensord.outbox import Outbox
+from sensord.ops.metrics import Metrics
 from sensord.rules import AlertTransition, ClockRecord, Rule, RuleEngine, StateRecord
-from sensord.store import StateStore
+from sensord.state.store import StateStore
 
 HOUR = 3600.0
 

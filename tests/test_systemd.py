@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sensord.systemd import SystemdNotifier
+from sensord.ops.systemd import SystemdNotifier
 from tests.support import SensordProcess, running, uid, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,11 +16,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sensord.config import AlertmanagerChannelSettings
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.notify.render import rfc3339
 from sensord.notify.webhook import HttpPoster
+from sensord.ops.config import AlertmanagerChannelSettings
 
 log = logging.getLogger("sensord.notify.alertmanager")
 

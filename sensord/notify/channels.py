@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from sensord.config import (
+from sensord.notify.alertmanager import AlertmanagerChannel
+from sensord.notify.base import NotificationChannel
+from sensord.notify.console import ConsoleChannel
+from sensord.notify.email import EmailChannel
+from sensord.notify.file import FileChannel
+from sensord.notify.mqtt import MqttChannel
+from sensord.notify.webhook import SlackChannel, WebhookChannel
+from sensord.ops.config import (
     AlertmanagerChannelSettings,
     ChannelSettings,
     ConsoleChannelSettings,
@@ -15,13 +22,6 @@ from sensord.config import (
     SlackChannelSettings,
     WebhookChannelSettings,
 )
-from sensord.notify.alertmanager import AlertmanagerChannel
-from sensord.notify.base import NotificationChannel
-from sensord.notify.console import ConsoleChannel
-from sensord.notify.email import EmailChannel
-from sensord.notify.file import FileChannel
-from sensord.notify.mqtt import MqttChannel
-from sensord.notify.webhook import SlackChannel, WebhookChannel
 
 
 def make_channel(

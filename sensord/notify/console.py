@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from sensord.config import ConsoleChannelSettings
 from sensord.events import AlertEvent
 from sensord.notify.render import console_line, render
+from sensord.ops.config import ConsoleChannelSettings
 
 
 class ConsoleChannel:

@@ -27,21 +27,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
-from sensord.amqp import (
-    declare_topology,
-    matches,
-    retry_delay,
-    retry_delays,
-    retry_queue_name,
-    tier_at_least,
-)
-from sensord.config import AmqpSettings, ChannelSettings, RateLimitSettings
-from sensord.dedup import HandledEvents
-from sensord.errors import NotifyError
-from sensord.events import AlertEvent
-from sensord.metrics import Metrics
-from sensord.notify.base import NotificationChannel
-from sensord.notify.headers import (
+from sensord.amqp.headers import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
     CHANNEL_HEADER,
@@ -51,8 +37,22 @@ from sensord.notify.headers import (
     header_int,
     header_str,
 )
+from sensord.amqp.topology import (
+    declare_topology,
+    matches,
+    retry_delay,
+    retry_delays,
+    retry_queue_name,
+    tier_at_least,
+)
+from sensord.errors import NotifyError
+from sensord.events import AlertEvent
+from sensord.notify.base import NotificationChannel
+from sensord.notify.dedup import HandledEvents
 from sensord.notify.order import RetryOrder
 from sensord.notify.render import rfc3339
+from sensord.ops.config import AmqpSettings, ChannelSettings, RateLimitSettings
+from sensord.ops.metrics import Metrics
 
 log = logging.getLogger("sensord.notify")
 

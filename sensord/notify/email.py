@@ -9,10 +9,10 @@ from pathlib import Path
 
 import aiosmtplib
 
-from sensord.config import EmailChannelSettings
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.notify.render import render
+from sensord.ops.config import EmailChannelSettings
 
 
 def build_message(settings: EmailChannelSettings, events: list[AlertEvent]) -> EmailMessage:

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sensord.config import FileChannelSettings
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.notify.render import rfc3339
+from sensord.ops.config import FileChannelSettings
 
 
 def file_line(event: AlertEvent, channel: str, now: datetime) -> bytes:

@@ -11,10 +11,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sensord.config import MqttChannelSettings
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.notify.render import render, rfc3339
+from sensord.ops.config import MqttChannelSettings
 
 
 def mqtt_payload(event: AlertEvent, channel: str) -> bytes:

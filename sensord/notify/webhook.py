@@ -9,11 +9,11 @@ from pathlib import Path
 
 import aiohttp
 
-from sensord.config import SlackChannelSettings, WebhookChannelSettings
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.notify.base import http_error
 from sensord.notify.render import alertmanager_body, render
+from sensord.ops.config import SlackChannelSettings, WebhookChannelSettings
 
 SIGNATURE_HEADER = "X-Sensord-Signature"
 

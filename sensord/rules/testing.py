@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sensord.alerts import build_event, fingerprint
-from sensord.config import parse_duration
+from sensord.alerts.lifecycle import build_event, fingerprint
 from sensord.errors import ConfigError, PayloadError, Problem
 from sensord.events import Reading
-from sensord.payload import TopicTemplates
+from sensord.ingest.payload import TopicTemplates
+from sensord.ops.config import parse_duration
 from sensord.rules.engine import AlertTransition, RuleEngine
 from sensord.rules.loader import load_rules, read_yaml, validation_problems
 

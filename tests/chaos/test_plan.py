@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sensord.payload import REASONS
+from sensord.ingest.payload import REASONS
 from tests.chaos.plan import (
     ABOVE,
     BURST_REASONS,

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from sensord import __version__, client
-from sensord.config import Settings, default_config_path, load_settings
+from sensord import __version__
+from sensord.cli import client
 from sensord.errors import ConfigError, SensordError
-from sensord.logs import setup_logging
+from sensord.ops.config import Settings, default_config_path, load_settings
+from sensord.ops.logs import setup_logging
 from sensord.rules import Rule, load_rules
 
 log = logging.getLogger("sensord")
@@ -115,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return 1
     log.info("config %s, %d rule(s)", path, len(rules))
-    from sensord.service import Role, Service  # noqa: PLC0415 - keep `check` light
+    from sensord.app import Role, Service  # noqa: PLC0415 - keep `check` light
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -137,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sensord import status  # noqa: PLC0415 - only this verb needs it
+    from sensord.cli import status  # noqa: PLC0415 - only this verb needs it
 
     url = args.url
     if url is None:
@@ -160,7 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from sensord.asyncapi import render  # noqa: PLC0415 - only this verb needs it
+    from sensord.amqp.asyncapi import render  # noqa: PLC0415 - only this verb needs it
 
     try:
         settings = load_settings(args.config or default_config_path())
@@ -177,7 +178,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from sensord import dlq  # noqa: PLC0415 - keep `check` light
+    from sensord.amqp import dlq  # noqa: PLC0415 - keep `check` light
 
     try:
         settings = load_settings(args.config if args.config is not None else default_config_path())

@@ -12,9 +12,9 @@ from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
 
 from sensord import __version__
-from sensord.amqp import alerts_exchange, channel_queues
-from sensord.config import Settings
+from sensord.amqp.topology import alerts_exchange, channel_queues
 from sensord.events import AlertEvent
+from sensord.ops.config import Settings
 
 DESCRIPTION = (
     "sensord publishes one AlertEvent per alert transition (firing, resolved) to the topic "

@@ -15,8 +15,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from sensord.aio import first
-from sensord.ratelimit import RateLimitedLog
+from sensord.ops.aio import first
+from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.state")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from sensord.alertstore import AlertStore
-from sensord.config import parse_duration
+from sensord.alerts.silences import Matcher
+from sensord.alerts.store import AlertStore
 from sensord.errors import SensordError
 from sensord.events import AlertEvent
-from sensord.silences import Matcher
+from sensord.ops.config import parse_duration
 
 Changed = Callable[[], None]
 
@@ -32,7 +32,7 @@ def _time(value: object, what: str) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        from sensord.payload import parse_ts  # noqa: PLC0415 - RFC 3339 / epoch, as readings
+        from sensord.ingest.payload import parse_ts  # noqa: PLC0415 - RFC 3339 / epoch, as readings
 
         try:
             return parse_ts(value, 0.0)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from sensord.config import AmqpSettings, ChannelSettings
+from sensord.ops.config import AmqpSettings, ChannelSettings
 
 if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker, RabbitExchange

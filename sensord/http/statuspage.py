@@ -1,4 +1,4 @@
-"""The status page: static assets (sensord/web/) and the read-only JSON it polls.
+"""The status page: static assets (sensord/http/web/) and the read-only JSON it polls.
 
 GET /                                  the page (HTML; its assets under /static/)
 GET /api/v1/overview                   counts, connections, outbox and DLQ depth
@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from sensord.history import History, SensorSeries
+from sensord.http.history import History, SensorSeries
 from sensord.rules import Rule
 
-WEB_DIR = Path(str(resources.files("sensord") / "web"))
+WEB_DIR = Path(str(resources.files("sensord.http") / "web"))
 GLOB_CHARS = frozenset("*?[")
 CACHE_SECONDS = 1.0
 CACHE_ENTRIES = 64

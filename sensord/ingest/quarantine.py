@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from pamqp.common import FieldValue
 
-from sensord.aio import first
-from sensord.config import AmqpSettings, IngestSettings
-from sensord.metrics import Metrics
-from sensord.ratelimit import RateLimitedLog
+from sensord.ops.aio import first
+from sensord.ops.config import AmqpSettings, IngestSettings
+from sensord.ops.metrics import Metrics
+from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.quarantine")
 

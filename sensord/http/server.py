@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sensord.api import AlertsApi
-from sensord.config import HttpSettings
-from sensord.metrics import Metrics
-from sensord.statuspage import StatusPage
+from sensord.http.api import AlertsApi
+from sensord.http.statuspage import StatusPage
+from sensord.ops.config import HttpSettings
+from sensord.ops.metrics import Metrics
 
 log = logging.getLogger("sensord.http")
 

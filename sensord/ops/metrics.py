@@ -18,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from sensord.payload import REASONS
+from sensord.ingest.payload import REASONS
 
 # `_created` series double every counter's cardinality for no use on an edge host.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream

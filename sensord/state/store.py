@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from sensord.delivery.outbox import open_state_db
 from sensord.errors import StateFileError
-from sensord.outbox import open_state_db
 from sensord.rules import ClockRecord, Snapshot, StateRecord
 
 SCHEMA_VERSION = 1

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sensord.errors import PayloadError
 from sensord.events import Reading
-from sensord.units import Conversion
+from sensord.ingest.units import Conversion
 
 # Stable reason codes, counted in sensord_readings_invalid_total{reason}.
 NOT_JSON = "not_json"

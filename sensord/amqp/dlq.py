@@ -12,10 +12,7 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from sensord.amqp import declare_topology
-from sensord.config import AmqpSettings, ChannelSettings
-from sensord.errors import SensordError
-from sensord.notify.headers import (
+from sensord.amqp.headers import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
     CHANNEL_HEADER,
@@ -24,6 +21,9 @@ from sensord.notify.headers import (
     header_int,
     header_str,
 )
+from sensord.amqp.topology import declare_topology
+from sensord.errors import SensordError
+from sensord.ops.config import AmqpSettings, ChannelSettings
 
 # Headers that belong to a failed delivery; a replayed message starts clean.
 _DROP_ON_REPLAY = (ATTEMPTS_HEADER, ERROR_HEADER, CHANNEL_HEADER, DEAD_AT_HEADER, *BROKER_HEADERS)

@@ -24,12 +24,12 @@ from aiormq import Channel as RawChannel
 from aiormq.exceptions import PublishError
 from pamqp.commands import Basic
 
-from sensord.aio import first
-from sensord.config import AmqpSettings
-from sensord.metrics import Metrics
-from sensord.notify.headers import REPEAT_HEADER
-from sensord.outbox import Outbox, OutboxRow
-from sensord.ratelimit import RateLimitedLog
+from sensord.amqp.headers import REPEAT_HEADER
+from sensord.delivery.outbox import Outbox, OutboxRow
+from sensord.ops.aio import first
+from sensord.ops.config import AmqpSettings
+from sensord.ops.metrics import Metrics
+from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.publish")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sensord.events import AlertEvent
-from sensord.metrics import Metrics
+from sensord.ops.metrics import Metrics
 
 log = logging.getLogger("sensord.outbox")
 

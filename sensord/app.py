@@ -14,30 +14,30 @@ import aio_pika
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sensord import __version__
-from sensord.alerts import build_event
-from sensord.alertstore import AlertStore, InhibitRule, RepeatPolicy
-from sensord.amqp import declare_topology_once, make_broker, matches
-from sensord.api import AlertsApi
-from sensord.bridge import MqttBridge
-from sensord.checkpoint import Checkpointer
-from sensord.config import ChannelSettings, Settings
-from sensord.dedup import HandledEvents
+from sensord.alerts.lifecycle import build_event
+from sensord.alerts.silences import Matcher
+from sensord.alerts.store import AlertStore, InhibitRule, RepeatPolicy
+from sensord.amqp.topology import declare_topology_once, make_broker, matches
+from sensord.delivery.drain import OutboxDrain
+from sensord.delivery.outbox import Outbox, open_memory_db, open_state_db
 from sensord.errors import ConfigError
 from sensord.events import AlertEvent, Reading
-from sensord.history import CounterWindow, History
-from sensord.http import HttpServer
-from sensord.metrics import Metrics
+from sensord.http.api import AlertsApi
+from sensord.http.history import CounterWindow, History
+from sensord.http.server import HttpServer
+from sensord.http.statuspage import StatusPage
+from sensord.ingest.client import MqttBridge
+from sensord.ingest.quarantine import Quarantine
 from sensord.notify.base import NotificationChannel
 from sensord.notify.channels import make_channel
 from sensord.notify.consumer import Notifier
-from sensord.outbox import Outbox, open_memory_db, open_state_db
-from sensord.publish import OutboxDrain
-from sensord.quarantine import Quarantine
+from sensord.notify.dedup import HandledEvents
+from sensord.ops.config import ChannelSettings, Settings
+from sensord.ops.metrics import Metrics
+from sensord.ops.systemd import SystemdNotifier
 from sensord.rules import AlertTransition, Rule, RuleEngine, load_rules
-from sensord.silences import Matcher
-from sensord.statuspage import StatusPage
-from sensord.store import StateStore
-from sensord.systemd import SystemdNotifier
+from sensord.state.checkpoint import Checkpointer
+from sensord.state.store import StateStore
 
 log = logging.getLogger("sensord")
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from sensord.alerts.silences import Matcher, matches_all
 from sensord.events import AlertEvent
-from sensord.silences import Matcher, matches_all
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

@@ -32,12 +32,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sensord.config import IngestSettings, MqttSettings
 from sensord.errors import PayloadError
 from sensord.events import Reading
-from sensord.metrics import Metrics
-from sensord.payload import TOPIC, PayloadParser
-from sensord.ratelimit import RateLimitedLog
+from sensord.ingest.payload import TOPIC, PayloadParser
+from sensord.ops.config import IngestSettings, MqttSettings
+from sensord.ops.metrics import Metrics
+from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.mqtt")
 

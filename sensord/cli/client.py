@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sensord.config import default_config_path, load_settings, parse_duration
 from sensord.errors import ConfigError
+from sensord.ops.config import default_config_path, load_settings, parse_duration
 
 
 class ApiError(Exception):

@@ -197,7 +197,7 @@ class IngestSettings(_Section):
     @field_validator("units")
     @classmethod
     def _check_units(cls, v: dict[str, str]) -> dict[str, str]:
-        from sensord.units import Conversion  # noqa: PLC0415 - units imports nothing of config
+        from sensord.ingest.units import Conversion  # noqa: PLC0415 - units imports nothing of config
 
         for unit in v.values():
             Conversion(unit)  # ValueError names the known units
@@ -250,7 +250,7 @@ class InhibitSettings(_Section):
     @field_validator("source", "target")
     @classmethod
     def _matchers(cls, v: list[str]) -> list[str]:
-        from sensord.silences import Matcher  # noqa: PLC0415 - avoid an import cycle
+        from sensord.alerts.silences import Matcher  # noqa: PLC0415 - avoid an import cycle
 
         for text in v:
             Matcher.parse(text)

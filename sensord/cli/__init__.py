@@ -1,0 +1,5 @@
+"""The command line: `sensord run|check|rules|status|alerts|silences|dlq` (main.py)."""
+
+from sensord.cli.main import main
+
+__all__ = ["main"]
