@@ -82,7 +82,9 @@ def test_the_guard_is_kept_in_the_transaction_that_records_the_alert(tmp_path: P
     topic = "sensors/p/t-1/temperature"
     now = time.time()
     hot = Reading(site="p", device="t-1", kind="temperature", value=95, ts=now - 1)
-    service._on_reading(hot, now, topic)
+    assert service.pipeline is not None
+    service.pipeline.on_reading(hot, now, topic)
+    service.pipeline.end_batch()  # the bridge's call after each read batch
     assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
         "BEGIN IMMEDIATE",
         "COMMIT",
@@ -92,7 +94,8 @@ def test_the_guard_is_kept_in_the_transaction_that_records_the_alert(tmp_path: P
     # a reading stamped with the receive time (no topic passed) carries no identity
     statements.clear()
     cool = Reading(site="p", device="t-2", kind="temperature", value=95, ts=now)
-    service._on_reading(cool, now, None)
+    service.pipeline.on_reading(cool, now, None)
+    service.pipeline.end_batch()
     assert not any("reading_guard" in s for s in statements)
     assert service.state is not None
     assert service.state.remembered_readings() == {(topic, "t-1", "temperature"): now - 1}

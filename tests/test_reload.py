@@ -107,7 +107,8 @@ def test_flapping_marker_is_counted_not_published(tmp_path: Path) -> None:
         out += service.engine.evaluate(reading(value, i), i)
     statuses = [t.status for t in out]
     assert "flapping" in statuses
-    service._commit(out, 10)
+    assert service.pipeline is not None
+    service.pipeline.commit(out, 10)
     published = len([s for s in statuses if s != "flapping"])
     assert service.outbox.conn.execute("SELECT count(*) FROM outbox").fetchone() == (published,)
     assert registry.get_sample_value("sensord_alerts_flapping_total", {"severity": "warning"}) == 1

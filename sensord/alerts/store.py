@@ -216,13 +216,14 @@ class AlertStore:
                     del sources[key]
         return alert
 
-    def _save(self, alert: ActiveAlert) -> None:
+    def _save(self, alert: ActiveAlert, body: bytes | None = None) -> None:
+        """`body`: the event already serialised (the pipeline's, shared with the outbox)."""
         self.conn.execute(
             "INSERT OR REPLACE INTO alerts (fingerprint, event, notified, last_sent, acked_by,"
             " acked_at, ack_comment, repeats) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.event.fingerprint,
-                alert.event.model_dump_json(),
+                alert.event.model_dump_json() if body is None else body.decode(),
                 int(alert.notified),
                 alert.last_sent,
                 alert.acked_by,
@@ -232,12 +233,12 @@ class AlertStore:
             ),
         )
 
-    def fire(self, event: AlertEvent, now: float) -> bool:
+    def fire(self, event: AlertEvent, now: float, body: bytes | None = None) -> bool:
         """Record a firing transition; True when it is to be notified now."""
-        notify = not self.suppressed(event, now)
+        notify = not (self.silences or self.inhibit) or not self.suppressed(event, now)
         alert = ActiveAlert(event, notify, now if notify else None)
         self._put(alert)
-        self._save(alert)
+        self._save(alert, body)
         return notify
 
     def resolve(self, event: AlertEvent) -> bool:

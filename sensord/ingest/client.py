@@ -245,8 +245,12 @@ class MqttBridge:
         *,
         ingest: IngestSettings | None = None,
         on_refused: RefusalSink | None = None,
+        on_batch_end: Callable[[], object] | None = None,
     ) -> None:
+        """`sink` takes each reading; `on_batch_end`, called after each read batch and
+        before its QoS 1 messages are acknowledged, persists what the batch changed."""
         self.settings = settings
+        self._on_batch_end = on_batch_end
         ingest = ingest if ingest is not None else IngestSettings()
         self._sink = sink
         self._metrics = metrics
@@ -357,6 +361,8 @@ class MqttBridge:
     def _on_readable(self) -> None:
         client = self.client
         more = client.read_batch(READ_BATCH)
+        if self._on_batch_end is not None:
+            self._on_batch_end()  # one commit for the batch, before any of it is acked
         client.flush_acks()  # after the batch: each of its readings has been processed
         if more or client.buffered:
             # bytes may sit in our buffer where epoll cannot see them: come back next pass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -120,7 +120,7 @@ class StateStore:
         """The reading of sensor `key` stamped `ts` changed an alert, in a transaction of
         its own (the service passes `guard` to `write` instead, in the change's)."""
         with self.transaction() as conn:
-            self.write(conn, guard=(key, ts))
+            self.write(conn, guards={key: ts})
 
     def remembered_readings(self) -> dict[tuple[str, str, str], float]:
         rows = self.conn.execute("SELECT topic, device, kind, ts FROM reading_guard")
@@ -136,10 +136,10 @@ class StateStore:
         *,
         saved_at: float | None = None,
         started_at: float | None = None,
-        guard: tuple[tuple[str, str, str], float] | None = None,
+        guards: Mapping[tuple[str, str, str], float] | None = None,
     ) -> None:
-        """Write inside an open transaction (the caller's, so more can join it). `guard`:
-        the (topic, device, kind) and time of the reading that changed an alert."""
+        """Write inside an open transaction (the caller's, so more can join it). `guards`:
+        per (topic, device, kind), the time of the newest reading that changed an alert."""
         delete = [(r.rule, _sensor_id(r.labels, r.expect)) for r in records if r.idle]
         upsert = [
             (
@@ -174,11 +174,10 @@ class StateStore:
                     for c in clocks
                 ],
             )
-        if guard is not None:
-            (topic, device, kind), ts = guard
-            conn.execute(
+        if guards:
+            conn.executemany(
                 "INSERT OR REPLACE INTO reading_guard VALUES (?, ?, ?, ?)",
-                (topic, device, kind, ts),
+                [(topic, device, kind, ts) for (topic, device, kind), ts in guards.items()],
             )
         if saved_at is not None:
             conn.execute(

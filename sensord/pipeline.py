@@ -1,0 +1,172 @@
+"""The alert pipeline: a batch of readings -> rules -> transitions -> one transaction -> publish.
+
+The MQTT bridge hands every reading of a read batch to `on_reading` (synchronous, no I/O:
+the status page's history and the rule engine), then calls `end_batch` once before it
+acknowledges the batch's QoS 1 messages. `end_batch` persists everything the batch changed
+in ONE SQLite transaction — the rule states, the alerts' lifecycle, the events to publish
+(outbox rows) and the redelivery guard of each reading that changed an alert — and wakes
+the outbox drain. An alert storm costs one commit per batch, not one per transition, and
+a message is acknowledged only after what it caused is on disk.
+
+The ticks (deadman timers, repeats), a rule reload and the restore at start go through
+`commit` too, each in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sensord.alerts.lifecycle import build_event
+from sensord.alerts.store import AlertStore, RepeatPolicy
+from sensord.delivery.drain import OutboxDrain
+from sensord.delivery.outbox import Outbox
+from sensord.events import AlertEvent, Reading
+from sensord.http.history import History
+from sensord.ops.metrics import Metrics
+from sensord.rules import AlertTransition, RuleEngine
+from sensord.state.store import StateStore
+
+log = logging.getLogger("sensord")
+
+SensorKey = tuple[str, str, str]  # (topic, device, kind): the duplicate guard's key
+
+
+class AlertPipeline:
+    """Rule evaluation per reading; persistence and publishing per batch."""
+
+    def __init__(
+        self,
+        engine: RuleEngine,
+        *,
+        state: StateStore,
+        alerts: AlertStore,
+        outbox: Outbox,
+        drain: OutboxDrain,
+        history: History,
+        metrics: Metrics,
+        repeats: RepeatPolicy,
+    ) -> None:
+        self.engine = engine
+        self.state = state
+        self.alerts = alerts
+        self.outbox = outbox
+        self.drain = drain
+        self.history = history
+        self.metrics = metrics
+        self.repeats = repeats
+        # what the current batch changed, committed by end_batch
+        self._transitions: list[AlertTransition] = []
+        self._guards: dict[SensorKey, float] = {}
+        self._now = 0.0
+
+    # ---- per reading (the bridge's sink): no I/O, no allocation beyond the engine's
+
+    def on_reading(self, reading: Reading, now: float, topic: str | None = None) -> None:
+        """`topic` comes with a reading stamped by its sender: when it changes an alert,
+        its time is kept with the change, so that its redelivery after a restart is
+        skipped (the bridge's duplicate guard, `MqttBridge.remember`)."""
+        self.history.record(reading, now)  # O(1), no I/O: the status page's plots
+        transitions = self.engine.evaluate(reading, now)
+        if transitions:
+            self._transitions += transitions
+            if topic is not None:
+                self._guards[(topic, reading.device, reading.kind)] = reading.ts
+        self._now = now
+
+    def end_batch(self) -> None:
+        """After a read batch, before its acknowledgements: one transaction for all of it."""
+        if not (self._transitions or self.engine.has_changes):
+            return
+        transitions, guards = self._transitions, self._guards
+        self._transitions, self._guards = [], {}
+        self.commit(transitions, self._now, guards=guards)
+
+    # ---- one transaction
+
+    def commit(
+        self,
+        transitions: list[AlertTransition],
+        now: float,
+        *,
+        flush: bool = False,
+        guards: dict[SensorKey, float] | None = None,
+    ) -> None:
+        """Persist what the engine changed, the alerts' lifecycle and the events to
+        publish, in one transaction committed before this returns. `flush` adds the
+        deadman clocks and the heartbeat time (each tick); `guards` the (sensor key, time)
+        of the readings that caused the transitions."""
+        engine, alerts, metrics = self.engine, self.alerts, self.metrics
+        events: list[AlertEvent] = []
+        bodies: list[bytes] = []
+        for tr in transitions:
+            if tr.status == "flapping":  # a marker: logged and counted, never published
+                metrics.alerts_flapping.labels(tr.rule.severity.value).inc()
+                log.warning(
+                    "alert %s %s is flapping: its notifications are held until it settles",
+                    tr.rule.name,
+                    "/".join(tr.labels.get(k, "?") for k in ("site", "device")),
+                )
+            else:
+                event = build_event(tr)
+                body = event.model_dump_json().encode()  # serialised once: store and outbox
+                events.append(event)
+                bodies.append(body)
+        if not (flush or events or guards or engine.has_changes):
+            return
+        if len(events) > 1 and alerts.inhibit:
+            # record inhibiting alerts first, so a target firing on the same batch is held;
+            # a stable sort: one alert's firing and resolution keep their order
+            order = sorted(
+                range(len(events)), key=lambda i: not alerts.is_inhibit_source(events[i].labels)
+            )
+            events = [events[i] for i in order]
+            bodies = [bodies[i] for i in order]
+        records = engine.take_dirty()
+        clocks = engine.clocks() if flush else []
+        send: list[AlertEvent] = []
+        send_bodies: list[bytes] = []
+        with self.state.transaction() as conn:
+            self.state.write(
+                conn,
+                records,
+                clocks,
+                saved_at=now if flush else None,
+                started_at=engine.start if flush else None,
+                guards=guards,
+            )
+            for event, body in zip(events, bodies, strict=True):
+                metrics.alerts.labels(event.severity.value, event.status).inc()
+                if event.status == "firing":
+                    notify = alerts.fire(event, now, body)
+                else:
+                    notify = alerts.resolve(event)
+                if notify:
+                    send.append(event)
+                    send_bodies.append(body)
+                else:
+                    metrics.alerts_suppressed.labels(event.status).inc()
+            if send:
+                self.outbox.add(send, now, bodies=send_bodies)  # joins this transaction
+        if send:
+            self.drain.wake()
+
+    # ---- the scheduler's tick and the API's reconcile
+
+    def reconcile(self) -> None:
+        """Publish held alerts no longer silenced or inhibited, and repeats that are due."""
+        now = time.time()
+        self.alerts.gc_silences(now)
+        with self.alerts.transaction():
+            due = self.alerts.due(now, self.repeats)
+            self.outbox.add([e for e, _ in due], now, [targets for _, targets in due])
+        if due:
+            self.drain.wake()
+        self.metrics.outbox_oldest_age.set(self.outbox.oldest_age(now))
+
+    def tick(self, now: float) -> None:
+        self.commit(self.engine.tick(now), now, flush=True)
+        self.reconcile()
+
+    def flush(self) -> None:
+        self.commit([], time.time(), flush=True)
