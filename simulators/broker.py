@@ -1,4 +1,9 @@
-"""Where and how to connect: the ``--mqtt`` URL, credentials and TLS, as sensord takes them."""
+"""Where and how to connect: the ``--mqtt`` URL, credentials and TLS, as sensord takes them.
+
+This module only connects to a broker. To start one (in the simulator's tests and
+benchmarks) use ``sensord.testing.Mosquitto``: the shared test tool is the one part of
+sensord besides the event/payload contract that simulators code may import (docs/testing.md).
+"""
 
 from __future__ import annotations
 

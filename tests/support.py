@@ -1,6 +1,7 @@
-"""Test helpers: sensord as a subprocess, a webhook sink, an MQTT publisher, a TCP fault proxy.
+"""Test helpers: sensord and sensord-sim as subprocesses, MQTT and AMQP clients, fixtures.
 
-Everything talks to the real Mosquitto and RabbitMQ of the machine, with unique names.
+Everything talks to the real Mosquitto and RabbitMQ of the machine, with unique names. The
+broker launcher, webhook sink and TCP fault proxy are sensord.testing's (re-exported here).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,11 +23,16 @@ from typing import Any
 import aio_pika
 import aiohttp
 import paho.mqtt.client as mqtt
-from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sensord.amqp.topology import channel_queues
 from sensord.ops.config import AmqpSettings, load_settings
+from sensord.testing import Mosquitto, TcpProxy, TlsFiles, WebhookSink, free_port, make_tls_files
+
+# The sink, the proxy and the TLS files live in sensord.testing; tests import them from here.
+# __all__ names them so that mypy (no implicit re-export) lets them through; every name
+# defined in this module is importable as before (nothing here is star-imported).
+__all__ = ["TcpProxy", "TlsFiles", "WebhookSink", "free_port", "make_tls_files"]
 
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
@@ -37,13 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 def uid() -> str:
     return uuid.uuid4().hex[:10]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
@@ -75,103 +73,6 @@ class MqttPublisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@dataclass
-class WebhookSink:
-    """A real HTTP server recording every POST; `statuses` are answered in turn, then 200."""
-
-    statuses: list[int] = field(default_factory=list)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    event_ids: list[str] = field(default_factory=list)  # X-Sensord-Event-Id of each body
-    requests: int = 0
-    port: int = 0  # 0: a free port at start()
-    _runner: web.AppRunner | None = None
-    # every request, failed ones too: arrival time (monotonic), raw body, headers
-    times: list[float] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    retry_after: str | None = None  # sent with every non-2xx answer when set
-    fail_with: int | None = None  # while set, every request is answered with this status
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        self.times.append(time.monotonic())
-        self.raw.append(await request.read())
-        self.headers.append(dict(request.headers))
-        if self.fail_with is not None:
-            status = self.fail_with
-        else:
-            status = self.statuses.pop(0) if self.statuses else 200
-        if status < 300:
-            self.event_ids.append(request.headers.get("X-Sensord-Event-Id", ""))
-            self.bodies.append(await request.json())
-        headers = {"Retry-After": self.retry_after} if self.retry_after and status >= 300 else {}
-        return web.Response(status=status, text="ok" if status < 300 else "fail", headers=headers)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/alerts"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/alerts", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        if not self.port:
-            self.port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def alerts(self, status: str) -> list[dict[str, Any]]:
-        return [a for b in self.bodies for a in b["alerts"] if a["status"] == status]
-
-
-class TcpProxy:
-    """A TCP proxy on loopback in front of a real service, to cut and restore connections."""
-
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._conns.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        self._conns.difference_update((writer, up_writer))
-
-    async def up(self) -> None:
-        """Accept connections (the service is 'reachable')."""
-        if self._server is None:
-            self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        """Refuse new connections and cut the open ones."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for w in list(self._conns):
-            w.transport.abort()
-        self._conns.clear()
-        if server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 5)
 
 
 def config_queues(config: Path, environ: dict[str, str]) -> tuple[str, list[str]]:
@@ -698,122 +599,6 @@ class AlertmanagerProcess:
                 self.proc.wait()
 
 
-class PrivateMosquitto:
-    """A Mosquitto of the test's own on a free port: stopped and started by the test.
-
-    `max_queued_messages 0` keeps a whole backlog; `persistence` keeps sessions and queued
-    messages across a stop/start (saved on SIGTERM). Never the machine's shared broker.
-    """
-
-    def __init__(self, workdir: Path, *, persistence: bool = True, tls: TlsFiles | None = None):
-        self.workdir = workdir
-        self.port = free_port()
-        self.persistence = persistence
-        self.tls = tls
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "mosquitto.log"
-
-    def config(self) -> str:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "max_queued_messages 0",
-            "max_inflight_messages 100",
-            f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type subscribe",
-        ]
-        if os.geteuid() == 0:  # as root Mosquitto drops to user mosquitto: no access to tmp
-            lines.append("user root")
-        if self.tls is not None:
-            lines += [
-                f"cafile {self.tls.ca}",
-                f"certfile {self.tls.server_cert}",
-                f"keyfile {self.tls.server_key}",
-                "require_certificate true",
-            ]
-        return "\n".join(lines) + "\n"
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(self.config())
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["/usr/sbin/mosquitto", "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mosquitto exited: {self.log_path.read_text()}")
-            try:
-                with socket.create_connection((MQTT_HOST, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError(f"mosquitto did not listen on {self.port}")
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto saves its persistence file and exits."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_tls_files(workdir: Path, server_san: str = "IP:127.0.0.1,DNS:localhost") -> TlsFiles:
-    """Generate a throwaway PKI with the openssl CLI (EC P-256 keys: fast)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=workdir)
-
-    def key(name: str) -> None:
-        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name)
-
-    key("ca.key")
-    run("req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=sensord test CA",
-        "-days", "2", "-out", "ca.pem")  # fmt: skip
-    for name, ext in (
-        ("server", f"subjectAltName={server_san}"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        key(f"{name}.key")
-        run("req", "-new", "-key", f"{name}.key", "-subj", f"/CN=sensord test {name}",
-            "-out", f"{name}.csr")  # fmt: skip
-        (workdir / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-            "-out", f"{name}.pem")  # fmt: skip
-    return TlsFiles(
-        ca=workdir / "ca.pem",
-        server_cert=workdir / "server.pem",
-        server_key=workdir / "server.key",
-        client_cert=workdir / "client.pem",
-        client_key=workdir / "client.key",
-    )
-
-
 def delete_mqtt_session(client_id: str, port: int = MQTT_PORT) -> None:
     """A clean-session connect with the same id discards a persistent session."""
     client = mqtt.Client(
@@ -824,3 +609,16 @@ def delete_mqtt_session(client_id: str, port: int = MQTT_PORT) -> None:
         client.loop_start()
         client.disconnect()
         client.loop_stop()
+
+
+class PrivateMosquitto(Mosquitto):
+    """A Mosquitto of the test's own on a free port in `workdir`: stopped and started by it.
+
+    Persistence on by default (sessions and queued messages survive a stop/start) and a
+    window of 100 in flight (tests/chaos/driver.py counts on it).
+    """
+
+    def __init__(
+        self, workdir: Path, *, persistence: bool = True, tls: TlsFiles | None = None
+    ) -> None:
+        super().__init__(workdir, persistence=persistence, tls=tls, max_inflight_messages=100)

@@ -1,19 +1,15 @@
 """sensord-sim over TLS with credentials, against a Mosquitto started for the test.
 
-Certificates (a CA, the broker's for 127.0.0.1, a client's) are made here with the openssl
-command line; the broker requires a client certificate and a user name and password.
+Certificates (a CA, the broker's for 127.0.0.1, a client's) come from sensord.testing's
+make_tls_files; the broker requires a client certificate and a user name and password.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, run_sim, start_recorder
+from sensord.testing import Mosquitto, TlsFiles, make_tls_files
+from tests.support import run_sim, start_recorder
 
 TOOLS = ("openssl", "mosquitto", "mosquitto_passwd")
 pytestmark = pytest.mark.skipif(
@@ -31,16 +28,10 @@ pytestmark = pytest.mark.skipif(
 USER, PASSWORD = "sim-user", "s3cret pass"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
 @dataclass
 class TlsBroker:
     port: int
-    ca: Path
-    client_cert: Path
-    client_key: Path
+    tls: TlsFiles
     password_file: Path
 
     @property
@@ -49,68 +40,20 @@ class TlsBroker:
 
     def tls_args(self) -> list[str]:
         return [
-            *("--mqtt", self.url, "--ca-file", str(self.ca)),
-            *("--cert-file", str(self.client_cert), "--key-file", str(self.client_key)),
+            *("--mqtt", self.url, "--ca-file", str(self.tls.ca)),
+            *("--cert-file", str(self.tls.client_cert), "--key-file", str(self.tls.client_key)),
             *("--password-file", str(self.password_file)),
         ]
 
 
-def _make_certs(d: Path) -> None:
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)  # fmt: skip
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, cn in (("server", "127.0.0.1"), ("client", "sim-client")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
-        extra = ["-extfile", "san.cnf"] if name == "server" else []
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", *extra, cwd=d)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def tls_broker() -> Iterator[TlsBroker]:
-    # Not under pytest's tmp dir: that one is private (0700) and mosquitto, started as root,
-    # drops to its own user, which must still read its certificates and password file.
-    d = Path(tempfile.mkdtemp(prefix="simtest-tls-"))
-    d.chmod(0o755)
-    try:
-        yield from _broker_in(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def _broker_in(d: Path) -> Iterator[TlsBroker]:
-    _make_certs(d)
-    for f in d.iterdir():
-        f.chmod(0o644)
-    passwd = d / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-b", "-c", str(passwd), USER, PASSWORD], check=True, timeout=30
-    )
-    passwd.chmod(0o644)
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    d = tmp_path_factory.mktemp("sim-tls")
+    tls = make_tls_files(d)
     (d / "password.txt").write_text(PASSWORD + "\n")
-    port = free_port()
-    (d / "mosquitto.conf").write_text(
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\nkeyfile {d / 'server.key'}\n"
-        "require_certificate true\nallow_anonymous false\n"
-        f"password_file {passwd}\npersistence false\nmax_queued_messages 0\n"
-    )
-    log = (d / "mosquitto.log").open("wb")
-    proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert proc.poll() is None, (d / "mosquitto.log").read_text()
-            assert time.monotonic() < deadline, "mosquitto did not listen"
-            time.sleep(0.05)
-        yield TlsBroker(port, d / "ca.pem", d / "client.pem", d / "client.key", d / "password.txt")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    # a client certificate and a user name and password, both required
+    with Mosquitto(d, tls=tls, users={USER: PASSWORD}) as broker:
+        yield TlsBroker(broker.port, tls, d / "password.txt")
 
 
 def _sim(*args: str) -> subprocess.CompletedProcess[str]:
