@@ -1,15 +1,16 @@
 """Drains the outbox to `<prefix>.alerts` with publisher confirms, in order per alert.
 
-Rows go out in batches with several publishes in flight (FACTS.md: one at a time ≈ 1,600/s,
-256 in flight ≈ 4,500/s). A batch never holds two rows of the same fingerprint, so the
-events of one alert reach RabbitMQ in the order they were recorded, whatever fails. A row
-is deleted only once its own confirm arrived; after a failure the unconfirmed rows are
-retried (a consumer may then see an event twice: event ids make that harmless).
+Rows go out in batches, each batch in ONE write (sensord/amqp/publisher.py: frames encoded
+once, confirms through aiormq's own futures), with up to DEPTH batches in flight, so that
+the next batch is on the wire while RabbitMQ confirms the last (FACTS.md: through
+FastStream, 256 publishes in flight top out near 4,500/s). No two rows of one fingerprint
+are in flight at once, so the events of one alert reach RabbitMQ in the order they were
+recorded, whatever fails. A row is deleted only once its own confirm arrived; after a
+failure the unconfirmed rows are retried (a consumer may then see an event twice: event
+ids make that harmless).
 
-The drain has its own connection and publishes with aiormq's `basic_publish(wait=False)`:
-through FastStream (`broker.publish`) each publish holds its channel's lock until its
-frame is written, one event-loop pass per message, and a backlog of 10,000 alerts drained
-at ~500/s in a process that also notifies (bench.latency); see `_publish_batch`.
+The drain has its own connection (aio-pika's robust connection; its confirm channel's
+aiormq channel does the publishing).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq import Channel as RawChannel
 from aiormq.exceptions import PublishError
-from pamqp.commands import Basic
 
 from sensord.amqp.headers import REPEAT_HEADER
+from sensord.amqp.publisher import BatchPublisher, Message
 from sensord.delivery.outbox import Outbox, OutboxRow
 from sensord.ops.aio import first
 from sensord.ops.config import AmqpSettings
@@ -33,17 +36,21 @@ from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.publish")
 
-BATCH = 256
+BATCH = 512
+# batches in flight at once: the next one is written while RabbitMQ confirms the last
+DEPTH = 2
 # the longest the notify consumers of the same process wait for a backlog to drain
 MAX_HOLD = 10.0
 
 
-def unique_prefix(rows: list[OutboxRow]) -> list[OutboxRow]:
-    """The longest head of `rows` with no fingerprint twice."""
+def unique_prefix(
+    rows: list[OutboxRow], flying: set[str] | frozenset[str] = frozenset()
+) -> list[OutboxRow]:
+    """The longest head of `rows` with no fingerprint twice, nor one of `flying`."""
     seen: set[str] = set()
     out = []
     for row in rows:
-        if row.fingerprint in seen:
+        if row.fingerprint in seen or row.fingerprint in flying:
             break
         seen.add(row.fingerprint)
         out.append(row)
@@ -59,6 +66,8 @@ class OutboxDrain:
         self._error_log = RateLimitedLog(log, interval=30.0, burst=1)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._publisher: BatchPublisher | None = None
+        self._held_since: float | None = None  # when the consumers were last asked to wait
         self.ready = asyncio.Event()  # set by the service once the topology is declared
         # clear while a backlog is being published: in one process with the notify role,
         # its consumers wait on it, so held alerts reach RabbitMQ (durable) first
@@ -91,54 +100,43 @@ class OutboxDrain:
         assert isinstance(raw, RawChannel)  # basic_publish(wait=...) is on the class only
         return raw
 
+    async def _send(self, rows: list[OutboxRow]) -> list[asyncio.Future[Any]]:
+        """Queue every row for the writer in one frame; one confirmation future each."""
+        channel = await self._raw_channel()
+        publisher = self._publisher
+        if publisher is None or publisher.channel is not channel:
+            publisher = self._publisher = BatchPublisher(channel, self._settings.exchange)
+        return await publisher.publish_many(
+            [
+                Message(
+                    row.routing_key,
+                    row.body,
+                    row.event_id,
+                    None if row.repeat_for is None else {REPEAT_HEADER: row.repeat_for},
+                )
+                for row in rows
+            ]
+        )
+
+    async def _confirmed(self, futures: list[asyncio.Future[Any]]) -> list[BaseException | None]:
+        """One result per future (None: confirmed), waiting at most publish_timeout."""
+        timeout = self._settings.publish_timeout
+        _, pending = await asyncio.wait(futures, timeout=timeout)
+        expired = TimeoutError(f"no confirm within {timeout:g}s")
+        for fut in pending:
+            fut.cancel()
+        return [
+            expired if fut in pending else (None if fut.cancelled() else fut.exception())
+            for fut in futures
+        ]
+
     async def _publish_batch(self, rows: list[OutboxRow]) -> list[BaseException | None]:
-        """Publish every row, then wait for all their confirms; one result per row (None:
-        confirmed). `wait=False` hands each frame to aiormq's writer without waiting for
-        it to be written, so the batch goes out in one pass instead of one per message."""
+        """Publish every row, then wait for all their confirms; one result per row."""
         try:
-            channel = await self._raw_channel()
+            futures = await self._send(rows)
         except Exception as exc:  # noqa: BLE001 - unreachable: every row failed alike
             return [exc] * len(rows)
-        exchange = self._settings.exchange
-
-        async def publish(row: OutboxRow) -> None:
-            await channel.basic_publish(
-                row.body,
-                exchange=exchange,
-                routing_key=row.routing_key,
-                properties=Basic.Properties(
-                    delivery_mode=2,
-                    message_id=row.event_id,
-                    content_type="application/json",
-                    headers=None if row.repeat_for is None else {REPEAT_HEADER: row.repeat_for},
-                ),
-                mandatory=True,
-                wait=False,
-            )
-
-        timeout = TimeoutError(f"no confirm within {self._settings.publish_timeout:g}s")
-        if len(rows) == 1:
-            # the common case, one alert: published from this task, its frame is queued for
-            # aiormq's writer now rather than a loop pass later in a task of its own
-            try:
-                async with asyncio.timeout(self._settings.publish_timeout):
-                    await publish(rows[0])
-            except TimeoutError:
-                return [timeout]
-            except Exception as exc:  # noqa: BLE001 - returned, handled as the batch's are
-                return [exc]
-            return [None]
-        # one timeout for the batch, not a timer per message
-        tasks = [asyncio.ensure_future(publish(row)) for row in rows]
-        _, pending = await asyncio.wait(tasks, timeout=self._settings.publish_timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        return [
-            timeout if task in pending else (None if task.cancelled() else task.exception())
-            for task in tasks
-        ]
+        return await self._confirmed(futures)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -163,31 +161,71 @@ class OutboxDrain:
             stopper.cancel()
             self.caught_up.set()  # never leave consumers waiting on a drain that ended
 
+    def _hold(self) -> None:
+        """Before each batch: hold the consumers of this process while a backlog drains."""
+        now = asyncio.get_running_loop().time()
+        if len(self._outbox) > BATCH:
+            if self._held_since is None:
+                self._held_since = now
+                self.caught_up.clear()
+            elif now - self._held_since > MAX_HOLD:
+                # alerts keep coming faster than they drain: notifying must not starve
+                self.caught_up.set()
+        else:
+            self._release()
+
+    def _release(self) -> None:
+        self._held_since = None
+        self.caught_up.set()
+
     async def _drain(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        held_since: float | None = None  # when the consumers were last asked to wait
         while not stop.is_set():
             if not self._outbox:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if len(self._outbox) > BATCH and held_since is None:
-                held_since = loop.time()
-                self.caught_up.clear()
-            elif held_since is not None and loop.time() - held_since > MAX_HOLD:
-                # alerts keep coming faster than they drain: notifying must not starve
-                self.caught_up.set()
-            ok = await self._step()
+            ok = await self._pump()
             if not ok or len(self._outbox) <= BATCH:
-                held_since = None
-                self.caught_up.set()
+                self._release()
             if not ok:
                 await first(stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0)))
+
+    async def _pump(self) -> bool:
+        """Publish what the outbox holds, DEPTH batches in flight, until it is empty or
+        a batch failed (then every batch in flight is settled first); True if none failed."""
+        in_flight: deque[tuple[list[OutboxRow], asyncio.Future[list[BaseException | None]]]]
+        in_flight = deque()
+        flying: set[str] = set()  # fingerprints in flight
+        last_seq = 0
+        ok = True
+        while True:
+            while ok and len(in_flight) < DEPTH:
+                self._hold()
+                batch = unique_prefix(self._outbox.head(BATCH, after=last_seq), flying)
+                if not batch:
+                    break
+                try:
+                    futures = await self._send(batch)
+                except Exception as exc:  # noqa: BLE001 - unreachable: every row failed alike
+                    self._settle(batch, [exc] * len(batch))
+                    ok = False
+                    break
+                in_flight.append((batch, asyncio.ensure_future(self._confirmed(futures))))
+                flying.update(row.fingerprint for row in batch)
+                last_seq = batch[-1].seq
+            if not in_flight:
+                return ok
+            batch, results = in_flight.popleft()
+            ok = self._settle(batch, await results) and ok
+            flying.difference_update(row.fingerprint for row in batch)
 
     async def _step(self) -> bool:
         """Publish one batch; True when every row of it left the outbox."""
         batch = unique_prefix(self._outbox.head(BATCH))
-        results = await self._publish_batch(batch)
+        return self._settle(batch, await self._publish_batch(batch))
+
+    def _settle(self, batch: list[OutboxRow], results: list[BaseException | None]) -> bool:
+        """Delete the confirmed rows (and the unroutable ones, counted); True if none failed."""
         done: list[int] = []
         failure: BaseException | None = None
         for row, result in zip(batch, results, strict=True):

@@ -214,12 +214,18 @@ class Outbox:
             len(dropped),
         )
 
-    def head(self, limit: int) -> list[OutboxRow]:
+    def head(self, limit: int, after: int = 0) -> list[OutboxRow]:
+        """The first `limit` rows (of those numbered above `after`), oldest first."""
         self._settle()
         rows = self._rows
-        if limit >= len(rows):
+        start = 0
+        if after:
+            n = len(rows)
+            while start < n and rows[start].seq <= after:  # the rows in flight: a few batches
+                start += 1
+        if start == 0 and limit >= len(rows):
             return list(rows)
-        return list(itertools.islice(rows, limit))
+        return list(itertools.islice(rows, start, start + limit))
 
     def delete(self, seqs: list[int]) -> None:
         if not seqs:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from importlib import metadata
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 import aiormq
 import pamqp.frame
@@ -85,6 +85,7 @@ def test_the_aiormq_internals_it_uses_are_there() -> None:
 async def channel() -> AsyncIterator[tuple[aiormq.Channel, str]]:
     conn = await aiormq.connect(AMQP_URL)
     ch = await conn.channel(publisher_confirms=True)
+    assert isinstance(ch, aiormq.Channel)
     exchange = f"test-pub-{uid()}"
     await ch.exchange_declare(exchange, exchange_type="topic", auto_delete=False)
     try:
@@ -163,6 +164,7 @@ async def test_a_channel_without_confirms_is_refused() -> None:
     conn = await aiormq.connect(AMQP_URL)
     try:
         ch = await conn.channel(publisher_confirms=False)
+        assert isinstance(ch, aiormq.Channel)
         with pytest.raises(ValueError, match="publisher confirms"):
             BatchPublisher(ch, "x")
     finally:
