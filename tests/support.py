@@ -26,8 +26,9 @@ import paho.mqtt.client as mqtt
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import channel_queues
-from sensord.ops.config import AmqpSettings, load_settings
+from sensord.ops.config import load_settings
 
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883

@@ -19,7 +19,7 @@ from sensord.alerts.silences import Matcher
 from sensord.alerts.store import AlertStore
 from sensord.errors import SensordError
 from sensord.events import AlertEvent
-from sensord.ops.config import parse_duration
+from sensord.ops.settings import parse_duration
 
 Changed = Callable[[], None]
 

@@ -15,8 +15,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sensord.http.api import AlertsApi
+from sensord.http.settings import HttpSettings
 from sensord.http.statuspage import StatusPage
-from sensord.ops.config import HttpSettings
 from sensord.ops.metrics import Metrics
 
 log = logging.getLogger("sensord.http")

@@ -37,6 +37,7 @@ from sensord.amqp.headers import (
     header_int,
     header_str,
 )
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import (
     declare_topology,
     matches,
@@ -50,8 +51,9 @@ from sensord.events import AlertEvent
 from sensord.notify.base import NotificationChannel
 from sensord.notify.dedup import HandledEvents
 from sensord.notify.order import RetryOrder
+from sensord.notify.registry import ChannelSettings
 from sensord.notify.render import rfc3339
-from sensord.ops.config import AmqpSettings, ChannelSettings, RateLimitSettings
+from sensord.notify.settings import RateLimitSettings
 from sensord.ops.metrics import Metrics
 
 log = logging.getLogger("sensord.notify")
