@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_asyncapi_document_is_up_to_date() -> None:
@@ -118,3 +118,12 @@ def test_configuration_reference_names_every_key() -> None:
             if not re.search(rf"`{re.escape(shown)}( = [^`]*)?`", channel_doc):
                 missing.append(f"channels.{shown}")
     assert missing == [], f"document these keys in docs/configuration.md: {missing}"
+
+
+def test_every_channel_type_has_its_section_in_channels_md() -> None:
+    """Adding a channel type includes its docs: a `## <type>` section in docs/channels.md."""
+    from sensord.notify.registry import known_types
+
+    sections = _doc_sections((ROOT / "docs" / "channels.md").read_text())
+    assert known_types() == ["alertmanager", "console", "email", "file", "mqtt", "slack", "webhook"]
+    assert [t for t in known_types() if t not in sections] == []
