@@ -28,7 +28,7 @@ from bench.load import TOPIC_FILTER, TOPIC_TEMPLATE
 from sensord.events import Reading
 from sensord.http.history import History
 from sensord.ingest.client import MqttBridge
-from sensord.ops.config import MqttSettings
+from sensord.ingest.settings import MqttSettings
 from sensord.ops.metrics import Metrics
 from sensord.rules import Rule, RuleEngine
 

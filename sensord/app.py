@@ -29,7 +29,8 @@ from sensord.notify.base import NotificationChannel
 from sensord.notify.channels import make_channel
 from sensord.notify.consumer import Notifier
 from sensord.notify.dedup import HandledEvents
-from sensord.ops.config import ChannelSettings, Settings
+from sensord.notify.registry import ChannelSettings
+from sensord.ops.config import Settings
 from sensord.ops.health import Health, supervise
 from sensord.ops.metrics import Metrics
 from sensord.ops.systemd import SystemdNotifier

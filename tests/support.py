@@ -25,8 +25,9 @@ import aiohttp
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import channel_queues
-from sensord.ops.config import AmqpSettings, load_settings
+from sensord.ops.config import load_settings
 from sensord.testing import Mosquitto, TcpProxy, TlsFiles, WebhookSink, free_port, make_tls_files
 
 # The sink, the proxy and the TLS files live in sensord.testing; tests import them from here.

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sensord.events import Reading
 from sensord.ingest.client import MqttBridge
-from sensord.ops.config import IngestSettings, MqttSettings
+from sensord.ingest.settings import IngestSettings, MqttSettings
 from sensord.ops.metrics import Metrics
 from sensord.rules import AlertTransition, Rule, RuleEngine
 from tests.support import (

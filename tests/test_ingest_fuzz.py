@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sensord.events import Reading
 from sensord.ingest.client import MqttBridge
 from sensord.ingest.payload import REASONS
-from sensord.ops.config import MqttSettings
+from sensord.ingest.settings import MqttSettings
 from sensord.ops.metrics import Metrics
 from tests.support import MqttPublisher, uid
 

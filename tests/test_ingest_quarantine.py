@@ -8,9 +8,10 @@ import json
 
 from pydantic import SecretStr
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import make_broker
 from sensord.ingest.quarantine import Quarantine, quarantine_queue_name
-from sensord.ops.config import AmqpSettings, IngestSettings
+from sensord.ingest.settings import IngestSettings
 from sensord.ops.metrics import Metrics
 from tests.support import AMQP_URL, delete_amqp, get_queue_messages, uid, wait_for
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import channel_queues
 from sensord.delivery import drain as publish
 from sensord.delivery.drain import BATCH, OutboxDrain, unique_prefix
 from sensord.delivery.outbox import Outbox, OutboxRow, open_state_db
 from sensord.events import AlertEvent, Severity
+from sensord.notify.console import ConsoleChannelSettings
 from sensord.notify.consumer import Notifier
-from sensord.ops.config import AmqpSettings, ConsoleChannelSettings
 from sensord.ops.metrics import Metrics
 from tests.support import (
     AMQP_URL,

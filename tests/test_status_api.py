@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
-from sensord.ops.config import HttpSettings
+from sensord.http.settings import HttpSettings
 from tests.support import MqttPublisher, SensordProcess, running
 
 RULES = """

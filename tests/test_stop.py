@@ -9,8 +9,8 @@ import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import make_broker
-from sensord.ops.config import AmqpSettings
 from tests.support import (
     AMQP_URL,
     MqttPublisher,

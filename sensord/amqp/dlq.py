@@ -21,9 +21,10 @@ from sensord.amqp.headers import (
     header_int,
     header_str,
 )
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import declare_topology
 from sensord.errors import SensordError
-from sensord.ops.config import AmqpSettings, ChannelSettings
+from sensord.notify.registry import ChannelSettings
 
 # Headers that belong to a failed delivery; a replayed message starts clean.
 _DROP_ON_REPLAY = (ATTEMPTS_HEADER, ERROR_HEADER, CHANNEL_HEADER, DEAD_AT_HEADER, *BROKER_HEADERS)

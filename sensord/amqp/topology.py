@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from sensord.ops.config import AmqpSettings, ChannelSettings
+from sensord.amqp.settings import AmqpSettings
+from sensord.notify.registry import ChannelSettings
 
 if TYPE_CHECKING:
     from faststream.rabbit import RabbitBroker, RabbitExchange

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sensord.errors import ConfigError
-from sensord.ops.config import default_config_path, load_settings, parse_duration
+from sensord.ops.config import default_config_path, load_settings
+from sensord.ops.settings import parse_duration
 
 
 class ApiError(Exception):

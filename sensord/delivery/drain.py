@@ -28,9 +28,9 @@ from aiormq.exceptions import PublishError
 
 from sensord.amqp.headers import REPEAT_HEADER
 from sensord.amqp.publisher import BatchPublisher, Message
+from sensord.amqp.settings import AmqpSettings
 from sensord.delivery.outbox import Outbox, OutboxRow
 from sensord.ops.aio import first
-from sensord.ops.config import AmqpSettings
 from sensord.ops.metrics import Metrics
 from sensord.ops.ratelimit import RateLimitedLog
 

@@ -6,7 +6,6 @@ Reads are open (the server listens on localhost by default); mutations need
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from sensord.alerts.silences import Matcher
 from sensord.alerts.store import AlertStore
 from sensord.errors import SensordError
 from sensord.events import AlertEvent
-from sensord.ops.config import parse_duration
+from sensord.http.auth import authorize, read_token
+from sensord.ops.settings import parse_duration
 
 Changed = Callable[[], None]
 
@@ -47,7 +47,7 @@ def _time(value: object, what: str) -> float:
 class AlertsApi:
     def __init__(self, store: AlertStore | None, token_file: Path | None, changed: Changed) -> None:
         self._store = store
-        self._token = token_file.read_text(encoding="utf-8").strip() if token_file else None
+        self._token = read_token(token_file)
         self._changed = changed  # the service re-evaluates suppressions after a change
 
     def routes(self, app: web.Application) -> None:
@@ -66,18 +66,7 @@ class AlertsApi:
         return self._store
 
     def _authorize(self, request: web.Request) -> None:
-        if self._token is None:
-            raise web.HTTPForbidden(
-                text=json.dumps({"error": "mutations are disabled: set [http] token_file"}),
-                content_type="application/json",
-            )
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), self._token.encode()):
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "missing or wrong bearer token"}),
-                content_type="application/json",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        authorize(request, self._token)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:

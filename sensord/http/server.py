@@ -15,8 +15,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sensord.http.api import AlertsApi
+from sensord.http.auth import authorize, read_token
+from sensord.http.settings import HttpSettings
 from sensord.http.statuspage import StatusPage
-from sensord.ops.config import HttpSettings
 from sensord.ops.metrics import Metrics
 
 log = logging.getLogger("sensord.http")
@@ -65,6 +66,7 @@ class HttpServer:
         self._status = status
         self._api = api
         self._reload = reload
+        self._token = read_token(settings.token_file)  # POST /-/reload is a mutation too
         self._page = page
         self._runner: web.AppRunner | None = None
 
@@ -83,8 +85,13 @@ class HttpServer:
         return app
 
     async def _reload_view(self, request: web.Request) -> web.Response:
-        """Reload the rule files, as SIGHUP does; 500 with the problems when refused."""
+        """Reload the rule files, as SIGHUP does; 500 with the problems when refused.
+
+        Like every mutation it needs the bearer token (Prometheus gates the same endpoint
+        behind --web.enable-lifecycle); SIGHUP needs none, it comes from the host.
+        """
         assert self._reload is not None
+        authorize(request, self._token)
         ok, problems = self._reload()
         if ok:
             return web.json_response({"status": "reloaded"})

@@ -35,7 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sensord.errors import PayloadError
 from sensord.events import Reading
 from sensord.ingest.payload import TOPIC, PayloadParser
-from sensord.ops.config import IngestSettings, MqttSettings
+from sensord.ingest.settings import IngestSettings, MqttSettings
 from sensord.ops.metrics import Metrics
 from sensord.ops.ratelimit import RateLimitedLog
 

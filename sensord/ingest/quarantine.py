@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from pamqp.common import FieldValue
 
+from sensord.amqp.settings import AmqpSettings
+from sensord.ingest.settings import IngestSettings
 from sensord.ops.aio import first
-from sensord.ops.config import AmqpSettings, IngestSettings
 from sensord.ops.metrics import Metrics
 from sensord.ops.ratelimit import RateLimitedLog
 

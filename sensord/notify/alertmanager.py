@@ -14,13 +14,32 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import field_validator
 
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
+from sensord.notify.registry import ChannelContext, register
 from sensord.notify.render import rfc3339
+from sensord.notify.settings import ChannelSettingsBase, http_url
 from sensord.notify.webhook import HttpPoster
-from sensord.ops.config import AlertmanagerChannelSettings
+from sensord.ops.settings import Duration
+
+
+class AlertmanagerChannelSettings(ChannelSettingsBase):
+    type: Literal["alertmanager"]
+    url: str  # base URL, e.g. http://127.0.0.1:9093
+    resend_interval: Duration = 60.0
+    resolved_retention: Duration = 900.0
+    timeout: Duration = 10.0
+    generator_url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return http_url(v).rstrip("/")
+
 
 log = logging.getLogger("sensord.notify.alertmanager")
 
@@ -91,3 +110,12 @@ class AlertmanagerChannel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resender
         await self._http.close()
+
+
+def _alertmanager(
+    settings: AlertmanagerChannelSettings, context: ChannelContext
+) -> AlertmanagerChannel:
+    return AlertmanagerChannel(settings)
+
+
+register("alertmanager", AlertmanagerChannelSettings, _alertmanager)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Literal, TextIO
+
+from pydantic import field_validator
 
 from sensord.events import AlertEvent
+from sensord.notify.registry import ChannelContext, register
 from sensord.notify.render import console_line, render
-from sensord.ops.config import ConsoleChannelSettings
+from sensord.notify.settings import ChannelSettingsBase, check_template
+
+
+class ConsoleChannelSettings(ChannelSettingsBase):
+    type: Literal["console"]
+    template: str | None = None  # None: the built-in line (docs/channels.md)
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, v: str | None) -> str | None:
+        return None if v is None else check_template(v)
 
 
 class ConsoleChannel:
@@ -30,3 +43,10 @@ class ConsoleChannel:
 
     async def close(self) -> None:
         return None
+
+
+def _console(settings: ConsoleChannelSettings, context: ChannelContext) -> ConsoleChannel:
+    return ConsoleChannel(settings, context.console)
+
+
+register("console", ConsoleChannelSettings, _console)

@@ -6,13 +6,50 @@ import asyncio
 import contextlib
 from email.message import EmailMessage
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import aiosmtplib
+from pydantic import Field, field_validator
 
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
+from sensord.notify.registry import ChannelContext, register
 from sensord.notify.render import render
-from sensord.ops.config import EmailChannelSettings
+from sensord.notify.settings import ChannelSettingsBase, check_template
+from sensord.ops.settings import Duration
+
+DEFAULT_EMAIL_SUBJECT = "[{STATUS}] {rule} on {site}/{device}"
+DEFAULT_EMAIL_BODY = (
+    "{STATUS} {severity} {rule}\n"
+    "sensor: {site}/{device} ({kind})\n"
+    "value: {value}  threshold: {threshold}\n"
+    "summary: {summary}\n"
+    "since: {starts_at}  ended: {ends_at}\n"
+    "fingerprint: {fingerprint}\n"
+)
+
+
+class EmailChannelSettings(ChannelSettingsBase):
+    FILE_KEYS: ClassVar[tuple[str, ...]] = ("password_file", "ca_file")
+
+    type: Literal["email"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    ca_file: Path | None = None  # CA bundle to verify the server with (default: system CAs)
+    username: str | None = None
+    password_file: Path | None = None
+    sender: str
+    to: list[str] = Field(min_length=1)
+    subject_template: str = DEFAULT_EMAIL_SUBJECT
+    body_template: str = DEFAULT_EMAIL_BODY
+    group_wait: Duration = 0.0
+    timeout: Duration = 30.0
+
+    @field_validator("subject_template", "body_template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        return check_template(v)
 
 
 def build_message(settings: EmailChannelSettings, events: list[AlertEvent]) -> EmailMessage:
@@ -115,3 +152,11 @@ class EmailChannel:
         for _, fut in self._batch:
             if not fut.done():
                 fut.set_exception(NotifyError("sensord stopping", retryable=True))
+
+
+def _email(settings: EmailChannelSettings, context: ChannelContext) -> EmailChannel:
+    password = context.resolve_optional(settings.password_file)
+    return EmailChannel(settings, password, context.resolve_optional(settings.ca_file))
+
+
+register("email", EmailChannelSettings, _email)

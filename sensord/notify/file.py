@@ -7,12 +7,19 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
+from sensord.notify.registry import ChannelContext, register
 from sensord.notify.render import rfc3339
-from sensord.ops.config import FileChannelSettings
+from sensord.notify.settings import ChannelSettingsBase
+
+
+class FileChannelSettings(ChannelSettingsBase):
+    type: Literal["file"]
+    path: Path
+    fsync: bool = False
 
 
 def file_line(event: AlertEvent, channel: str, now: datetime) -> bytes:
@@ -47,3 +54,10 @@ class FileChannel:
     async def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _file(settings: FileChannelSettings, context: ChannelContext) -> FileChannel:
+    return FileChannel(settings, context.resolve(settings.path))
+
+
+register("file", FileChannelSettings, _file)

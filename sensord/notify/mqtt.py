@@ -7,14 +7,57 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import field_validator
 
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
+from sensord.notify.registry import ChannelContext, register
 from sensord.notify.render import render, rfc3339
-from sensord.ops.config import MqttChannelSettings
+from sensord.notify.settings import ChannelSettingsBase, check_template
+from sensord.ops.settings import Duration
+
+
+class MqttChannelSettings(ChannelSettingsBase):
+    FILE_KEYS: ClassVar[tuple[str, ...]] = ("password_file",)
+
+    type: Literal["mqtt"]
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_template: str = "alerts/{site}/{device}"
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must be mqtt://host:port")
+        return v
+
+    @field_validator("topic_template")
+    @classmethod
+    def _check_topic(cls, v: str) -> str:
+        check_template(v)
+        if "+" in v or "#" in v:
+            raise ValueError("a topic to publish to cannot contain the wildcards + or #")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
 
 
 def mqtt_payload(event: AlertEvent, channel: str) -> bytes:
@@ -89,3 +132,10 @@ class MqttChannel:
     async def close(self) -> None:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
+
+
+def _mqtt(settings: MqttChannelSettings, context: ChannelContext) -> MqttChannel:
+    return MqttChannel(settings, context.resolve_optional(settings.password_file))
+
+
+register("mqtt", MqttChannelSettings, _mqtt)

@@ -86,7 +86,7 @@ class _Number:
 
 
 def template_fields(event: AlertEvent, channel: str, count: int = 1) -> dict[str, object]:
-    """The fields a template may use (config.TEMPLATE_FIELDS)."""
+    """The fields a template may use (sensord.notify.settings.TEMPLATE_FIELDS)."""
     labels = event.labels
     when = event.ends_at if event.status == "resolved" and event.ends_at else event.observed_at
     return {

@@ -6,14 +6,57 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import aiohttp
+from pydantic import Field, field_validator
 
 from sensord.errors import NotifyError
 from sensord.events import AlertEvent
 from sensord.notify.base import http_error
+from sensord.notify.registry import ChannelContext, register
 from sensord.notify.render import alertmanager_body, render
-from sensord.ops.config import SlackChannelSettings, WebhookChannelSettings
+from sensord.notify.settings import ChannelSettingsBase, check_template, http_url
+from sensord.ops.settings import Duration
+
+
+class WebhookChannelSettings(ChannelSettingsBase):
+    FILE_KEYS: ClassVar[tuple[str, ...]] = ("hmac_secret_file",)
+
+    type: Literal["webhook"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+    hmac_secret_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return http_url(v)
+
+
+DEFAULT_SLACK_TEMPLATE = (
+    "{STATUS} [{severity}] {rule} on {site}/{device}: {summary}"
+    " (value {value}, threshold {threshold})"
+)
+
+
+class SlackChannelSettings(ChannelSettingsBase):
+    type: Literal["slack"]
+    url: str
+    timeout: Duration = 10.0
+    template: str = DEFAULT_SLACK_TEMPLATE
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        return http_url(v)
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        return check_template(v)
+
 
 SIGNATURE_HEADER = "X-Sensord-Signature"
 
@@ -112,3 +155,16 @@ class SlackChannel:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def _webhook(settings: WebhookChannelSettings, context: ChannelContext) -> WebhookChannel:
+    secret = context.resolve_optional(settings.hmac_secret_file)
+    return WebhookChannel(settings, context.external_url, secret)
+
+
+def _slack(settings: SlackChannelSettings, context: ChannelContext) -> SlackChannel:
+    return SlackChannel(settings)
+
+
+register("webhook", WebhookChannelSettings, _webhook)
+register("slack", SlackChannelSettings, _slack)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sensord.events import Severity
-from sensord.ops.config import parse_duration
+from sensord.ops.settings import parse_duration
 
 _FORMATTER = string.Formatter()
 GLOB_CHARS = frozenset("*?[")

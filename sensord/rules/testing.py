@@ -17,7 +17,7 @@ from sensord.alerts.lifecycle import build_event, fingerprint
 from sensord.errors import ConfigError, PayloadError, Problem
 from sensord.events import Reading
 from sensord.ingest.payload import TopicTemplates
-from sensord.ops.config import parse_duration
+from sensord.ops.settings import parse_duration
 from sensord.rules.engine import AlertTransition, RuleEngine
 from sensord.rules.loader import load_rules, read_yaml, validation_problems
 

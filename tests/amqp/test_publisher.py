@@ -106,8 +106,7 @@ async def test_many_messages_confirmed_and_delivered_in_order(
     await ch.queue_bind(queue, exchange, routing_key="#")
     publisher = BatchPublisher(ch, exchange)
     messages = [
-        Message(f"critical.s.k{i % 3}", json.dumps({"i": i}).encode(), f"m-{i}")
-        for i in range(500)
+        Message(f"critical.s.k{i % 3}", json.dumps({"i": i}).encode(), f"m-{i}") for i in range(500)
     ]
     messages.append(Message("critical.s.k", b"{}", "m-repeat", {"x-sensord-repeat-for": "a"}))
     futures = await publisher.publish_many(messages[:250])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import aiohttp
 from prometheus_client import CollectorRegistry
 
 from sensord.app import Service
@@ -13,6 +14,7 @@ from sensord.events import Reading
 from sensord.ops.config import load_settings
 from sensord.ops.metrics import Metrics
 from sensord.rules import Rule, RuleEngine, load_rules
+from tests.support import free_port
 
 
 def reading(value: float, ts: float, device: str = "t-1") -> Reading:
@@ -112,3 +114,64 @@ def test_flapping_marker_is_counted_not_published(tmp_path: Path) -> None:
     published = len([s for s in statuses if s != "flapping"])
     assert service.outbox.conn.execute("SELECT count(*) FROM outbox").fetchone() == (published,)
     assert registry.get_sample_value("sensord_alerts_flapping_total", {"severity": "warning"}) == 1
+
+
+def _http_service(
+    tmp_path: Path, token: str | None
+) -> tuple[Service, Path, CollectorRegistry, str]:
+    """A Service whose HTTP server listens on a free port, with or without a token file."""
+    rules_file = tmp_path / "rules" / "r.yaml"
+    rules_file.parent.mkdir()
+    rules_file.write_text("rules:\n  - name: a\n    above: 1\n")
+    port = free_port()
+    http = f'[http]\nlisten = "127.0.0.1:{port}"\n'
+    if token is not None:
+        (tmp_path / "token").write_text(token + "\n")
+        http += 'token_file = "token"\n'
+    config = tmp_path / "sensord.toml"
+    config.write_text('[rules]\npaths = ["rules/*.yaml"]\n' + http)
+    settings = load_settings(config, environ={})
+    registry = CollectorRegistry()
+    rules = load_rules(settings.rules.paths, settings.base_dir)
+    service = Service(settings, rules, "edge", metrics=Metrics(registry))
+    return service, rules_file, registry, f"http://127.0.0.1:{port}/-/reload"
+
+
+async def _post(url: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as s, s.post(url, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_http_reload_needs_the_bearer_token(tmp_path: Path) -> None:
+    service, rules_file, registry, url = _http_service(tmp_path, "s3cret")
+    rules_file.write_text("rules:\n  - name: a\n    above: 1\n  - name: b\n    below: 0\n")
+    await service.http.start()
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cre"}):
+            status, body = await _post(url, headers)
+            assert (status, body) == (401, {"error": "missing or wrong bearer token"})
+            assert [r.name for r in service.engine.rules] == ["a"]  # unchanged
+        assert registry.get_sample_value("sensord_rules_loaded") == 1
+        status, body = await _post(url, {"Authorization": "Bearer s3cret"})
+        assert (status, body) == (200, {"status": "reloaded"})
+        assert [r.name for r in service.engine.rules] == ["a", "b"]
+        assert registry.get_sample_value("sensord_rules_loaded") == 2
+    finally:
+        await service.http.stop()
+
+
+async def test_http_reload_is_off_without_a_token_file(tmp_path: Path) -> None:
+    """Like the other mutations: no `[http] token_file`, no reload over HTTP (SIGHUP still)."""
+    service, rules_file, registry, url = _http_service(tmp_path, None)
+    rules_file.write_text("rules:\n  - name: b\n    below: 0\n")
+    await service.http.start()
+    try:
+        status, body = await _post(url, {"Authorization": "Bearer anything"})
+        assert status == 403
+        assert body == {"error": "mutations are disabled: set [http] token_file"}
+        assert [r.name for r in service.engine.rules] == ["a"]
+    finally:
+        await service.http.stop()
+    assert service.reload() == (True, [])  # what SIGHUP calls: no token involved
+    assert [r.name for r in service.engine.rules] == ["b"]
+    assert registry.get_sample_value("sensord_rules_loaded") == 1

@@ -39,8 +39,17 @@ BAD = (
 )
 
 
-async def post_reload(sensord: SensordProcess) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as s, s.post(sensord.base_url + "/-/reload") as r:
+TOKEN = "reload-t0ken"  # noqa: S105 - a test token, not a secret
+
+
+async def post_reload(
+    sensord: SensordProcess, token: str | None = TOKEN
+) -> tuple[int, dict[str, object]]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(sensord.base_url + "/-/reload", headers=headers) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -53,6 +62,8 @@ async def test_reload_by_signal_and_http(
 ) -> None:
     sensord.rules_yaml = V1
     sensord.channels = [{"name": "hook", "type": "webhook", "url": webhook.url}]
+    (sensord.workdir / "token").write_text(TOKEN + "\n")
+    sensord.extra_toml = 'token_file = "token"\n'  # in [http]: POST /-/reload needs it
     rules_file = sensord.workdir / "rules" / "test.yaml"
     topic = f"{sensord.topic_root}/plant-1/t-1/temperature"
     async with running(sensord):
@@ -68,6 +79,12 @@ async def test_reload_by_signal_and_http(
         mqtt_pub.publish(topic, "5")  # `cold` is new
         await wait_for(lambda: alerts(webhook, "firing") == ["hot", "cold"])
         await wait_for(lambda: alerts(webhook, "resolved") == ["hot"])
+
+        rules_file.write_text(V1)  # without the token (or with a wrong one): refused
+        for token in (None, "wrong"):
+            status, body = await post_reload(sensord, token)
+            assert (status, body) == (401, {"error": "missing or wrong bearer token"})
+        assert (await sensord.metrics())["sensord_rules_loaded"] == 2  # V2 still runs
 
         rules_file.write_text(BAD)
         status, body = await post_reload(sensord)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import (
     binding_keys,
     channel_queues,
@@ -17,18 +18,13 @@ from sensord.amqp.topology import (
 )
 from sensord.errors import ConfigError
 from sensord.events import AlertEvent
-from sensord.notify.consumer import TokenBucket
-from sensord.notify.email import build_message
+from sensord.notify.email import EmailChannelSettings, build_message
+from sensord.notify.registry import ChannelSettings
 from sensord.notify.render import render
+from sensord.notify.settings import RateLimitSettings
+from sensord.notify.throttle import TokenBucket
 from sensord.notify.webhook import signature
-from sensord.ops.config import (
-    AmqpSettings,
-    ChannelSettings,
-    EmailChannelSettings,
-    RateLimitSettings,
-    Settings,
-    load_settings,
-)
+from sensord.ops.config import Settings, load_settings
 from tests.support import make_event
 
 

@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from sensord.amqp.settings import AmqpSettings
 from sensord.errors import ConfigError, Problem
-from sensord.ops.config import (
-    AmqpSettings,
-    ConsoleChannelSettings,
-    Settings,
-    WebhookChannelSettings,
-    load_settings,
-    parse_duration,
-)
+from sensord.notify.console import ConsoleChannelSettings
+from sensord.notify.webhook import WebhookChannelSettings
+from sensord.ops.config import Settings, load_settings
+from sensord.ops.settings import parse_duration
 
 # The example from ARCHITECTURE.md, "Configuration file, TOML (contract)", verbatim.
 CONTRACT_EXAMPLE = """\

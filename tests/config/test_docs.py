@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_asyncapi_document_is_up_to_date() -> None:
@@ -94,11 +94,11 @@ def _doc_sections(text: str) -> dict[str, str]:
 def test_configuration_reference_names_every_key() -> None:
     """docs/configuration.md cannot drift from the config model: every key is documented."""
     import re
-    from typing import get_args
 
     from pydantic import BaseModel
 
-    from sensord.ops.config import ChannelSettings, Settings
+    from sensord.notify.registry import channel_types
+    from sensord.ops.config import Settings
 
     sections = _doc_sections((ROOT / "docs" / "configuration.md").read_text())
     missing: list[str] = []
@@ -112,10 +112,18 @@ def test_configuration_reference_names_every_key() -> None:
         missing += [f"{name}.{key}" for key in model.model_fields if f"`{key}`" not in doc]
     # common channel keys in configuration.md, each type's own in channels.md
     channel_doc = sections.get("`[[channels]]`", "") + (ROOT / "docs" / "channels.md").read_text()
-    (union, *_) = get_args(ChannelSettings)
-    for model in get_args(union):
-        for key, field in model.model_fields.items():
+    for channel_type in channel_types():
+        for key, field in channel_type.settings.model_fields.items():
             shown = field.alias or key
             if not re.search(rf"`{re.escape(shown)}( = [^`]*)?`", channel_doc):
                 missing.append(f"channels.{shown}")
     assert missing == [], f"document these keys in docs/configuration.md: {missing}"
+
+
+def test_every_channel_type_has_its_section_in_channels_md() -> None:
+    """Adding a channel type includes its docs: a `## <type>` section in docs/channels.md."""
+    from sensord.notify.registry import known_types
+
+    sections = _doc_sections((ROOT / "docs" / "channels.md").read_text())
+    assert known_types() == ["alertmanager", "console", "email", "file", "mqtt", "slack", "webhook"]
+    assert [t for t in known_types() if t not in sections] == []
