@@ -10,8 +10,8 @@ exactly as `basic_publish` does, so that aiormq's own confirm, nack, return and
 channel-close handling resolve them.
 
 It relies on aiormq 7.2's `Channel.lock`, `delivery_tag`, `confirmations`,
-`message_id_delivery_tag`, `write_queue`, `number`, `max_content_size`, `create_future`
-and on
+`message_id_delivery_tag`, `write_queue`, `number`, `max_content_size`, `create_future`,
+`_confirm_delivery` and the reader's call of `_on_confirm_frame` (replaced here), and on
 `aiormq.abc.ChannelFrame`; pyproject.toml pins aiormq to 7.2.x and
 tests/amqp/test_publisher.py checks each of them, and the encoding byte for byte
 against pamqp's, so that an upgrade fails in CI rather than in production.
@@ -20,6 +20,7 @@ against pamqp's, so that an upgrade fails in CI rather than in production.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -29,6 +30,8 @@ import pamqp.frame
 from aiormq.abc import ChannelFrame
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
+
+log = logging.getLogger("sensord.amqp")
 
 _FRAME_END = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3
@@ -117,6 +120,13 @@ class BatchPublisher:
             raise ValueError("BatchPublisher needs a channel with publisher confirms")
         self.channel = channel
         self._encoder = FrameEncoder(channel.number, exchange, channel.max_content_size)
+        # aiormq resolves a `multiple` ack by scanning every outstanding confirmation and
+        # scheduling a callback for each tag it covers, again for each further ack frame
+        # that arrives before those callbacks ran: quadratic in the publishes in flight
+        # (1 s stalls of the event loop seen with 1,024 in flight). This resolves the
+        # covered tags at once, oldest first; the channel's reader looks the handler up
+        # on the instance.
+        channel._on_confirm_frame = self._on_confirm_frame  # type: ignore[method-assign]  # on purpose, see above
 
     async def publish_many(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
         """Queue every message for the writer in one frame; return one confirmation
@@ -140,6 +150,24 @@ class BatchPublisher:
             ch.delivery_tag = tag
             await ch.write_queue.put(ChannelFrame(payload=payload, should_close=False))
         return futures
+
+    async def _on_confirm_frame(self, frame: Basic.Ack | Basic.Nack | Basic.Reject) -> None:
+        ch = self.channel
+        confirmations = ch.confirmations
+        tag = frame.delivery_tag or 0
+        if not getattr(frame, "multiple", False):
+            if tag not in confirmations:
+                log.error("unexpected confirmation frame %r from RabbitMQ", frame)
+                return
+            ch._confirm_delivery(tag, frame)
+            return
+        covered = []
+        for t in confirmations:  # insertion order: tags are handed out increasing
+            if t > tag:
+                break
+            covered.append(t)
+        for t in covered:
+            ch._confirm_delivery(t, frame)
 
 
 def _forget(by_message_id: dict[str, int], message_id: str, tag: int) -> Any:

@@ -72,6 +72,8 @@ def test_the_aiormq_internals_it_uses_are_there() -> None:
         "self.write_queue",
         "self.max_content_size",
         "async def lock",
+        "def _confirm_delivery",
+        "await self._on_confirm_frame(frame)",  # looked up on the instance: replaceable
     ):
         assert name in source, name
     assert callable(aiormq.Channel.create_future)
@@ -168,3 +170,21 @@ async def test_a_channel_without_confirms_is_refused() -> None:
             BatchPublisher(ch, "x")
     finally:
         await conn.close()
+
+
+async def test_a_multiple_ack_resolves_exactly_the_tags_it_covers(
+    channel: tuple[aiormq.Channel, str],
+) -> None:
+    ch, exchange = channel
+    publisher = BatchPublisher(ch, exchange)
+    futures = {tag: ch.create_future() for tag in (101, 102, 103, 104)}
+    ch.confirmations.update(futures)
+    await ch._on_confirm_frame(Basic.Ack(delivery_tag=102, multiple=True))
+    assert [t for t, f in futures.items() if f.done()] == [101, 102]
+    assert list(ch.confirmations) == [103, 104]
+    await publisher._on_confirm_frame(Basic.Nack(delivery_tag=103))
+    assert isinstance(futures[103].exception(), aiormq.exceptions.DeliveryError)
+    ack = Basic.Ack(delivery_tag=999, multiple=True)
+    await publisher._on_confirm_frame(ack)
+    assert futures[104].result() is ack
+    assert not ch.confirmations
