@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import os
 import re
 import signal
 import sqlite3
@@ -111,6 +112,7 @@ class MetricsPoller:
     up_at: float | None = None  # perf_counter of the first answer
     first_reading_at: float | None = None
     done_at: float | None = None  # arrival of the first answer with readings >= target
+    done_took: float = 0.0  # that answer's response time: how late done_at may be
     latest: Scrape = field(default_factory=Scrape)
     latest_at: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -151,7 +153,7 @@ class MetricsPoller:
                 if self.first_reading_at is None and self.latest.readings > 0:
                     self.first_reading_at = arrived
                 if self.latest.readings >= self.target:
-                    self.done_at = arrived
+                    self.done_at, self.done_took = arrived, arrived - sent
             self._stop.wait(max(0.0, sent + self.interval - time.perf_counter()))
 
     def summary(self) -> dict[str, Any]:
@@ -231,6 +233,15 @@ class AlertCounter:
 # ---------------------------------------------------------------- the sensord process
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_rss_mib(pid: int) -> float:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -284,6 +295,9 @@ class SensordRun:
                 stderr=err,
                 cwd=ROOT,
             )
+
+    def cpu_seconds(self) -> float:
+        return 0.0 if self.proc is None else cpu_seconds(self.proc.pid)
 
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
