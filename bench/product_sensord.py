@@ -107,7 +107,7 @@ class MetricsPoller:
     target: int
     interval: float = 0.05
     timeout: float = 5.0
-    times: list[float] = field(default_factory=list)  # response times after the first answer
+    times: list[float] = field(default_factory=list)  # response times, timeouts included
     errors: int = 0
     up_at: float | None = None  # perf_counter of the first answer
     first_reading_at: float | None = None
@@ -141,9 +141,10 @@ class MetricsPoller:
                     self.errors += 1
                     self.times.append(time.perf_counter() - sent)
             except (OSError, http.client.HTTPException):
+                # listening but no answer (a timeout, a reset): a sample, also before the
+                # first answer, since a storm can starve /metrics from the start
                 self.errors += 1
-                if self.up_at is not None:
-                    self.times.append(time.perf_counter() - sent)
+                self.times.append(time.perf_counter() - sent)
             else:
                 arrived = time.perf_counter()
                 if self.up_at is None:
