@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in turn, each in its own process; one JSON object out.
 
 `python -m bench.all [NAME ...]` with names among ingest, rules, notify, simulator,
-latency, history (default: all). Each benchmark's own JSON becomes one key of the result; a
+latency, history, product (default: all). Each benchmark's own JSON becomes one key of the result; a
 benchmark that fails is reported with its exit code and the tail of its stderr, and the
 others still run. Progress goes to stderr.
 """
@@ -21,6 +21,8 @@ BENCHES: dict[str, list[str]] = {
     "simulator": ["-m", "bench.simulator"],
     "latency": ["-m", "bench.latency"],
     "history": ["-m", "bench.history"],
+    # the whole `sensord run` as users run it; the others measure sub-assemblies
+    "product": ["-m", "bench.product"],
 }
 
 

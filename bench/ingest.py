@@ -474,6 +474,7 @@ def report(
     load1, load5, _ = os.getloadavg()
     return {
         "benchmark": "mqtt_ingest",
+        "scope": "sub-assembly: bridge + rule engine",
         "messages": cfg.messages,
         "runs": cfg.runs,
         "payload_bytes": round(mean_payload_bytes(cfg.messages), 1),
