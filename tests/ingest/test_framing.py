@@ -1,4 +1,4 @@
-"""IngestClient's own framing of MQTT packets (sensord/ingest/client.py), over a socketpair.
+"""IngestClient's own framing of MQTT packets (sensord/ingest/paho.py), over a socketpair.
 
 The real-broker tests go through it too; these feed it bytes split at every boundary,
 packets that arrive alone (one per recv, the moderate-rate case), and an EOF, and check
@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from sensord.ingest.client import IngestClient
+from sensord.ingest.paho import IngestClient
 
 Wired = tuple[IngestClient, socket.socket, list[tuple[str, bytes]], "CountingSocket"]
 
