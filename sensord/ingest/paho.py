@@ -41,8 +41,7 @@ class IngestClient(mqtt.Client):
 
     Overrides four private paho 2.2 methods (`_sock_recv`, `_sock_close`, `_packet_read`,
     `_handle_on_message`) and uses `_in_packet`, `_packet_handle`, `_packet_queue`,
-    `_loop_rc_handle`;
-    the real-broker tests run through all of them, so an incompatible paho fails there.
+    `_loop_rc_handle`: see the module docstring for the tests that guard each.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -8,11 +8,10 @@ stages use are re-exported here from where they live.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from sensord.events import Reading
 from sensord.ingest import formats
-from sensord.ingest.formats import FormatOptions, PayloadFormat
+from sensord.ingest.formats import FormatOptions, Parse, PayloadFormat
 from sensord.ingest.formats._fields import parse_ts
 from sensord.ingest.formats.senml import senml_device_kind
 from sensord.ingest.reasons import (
@@ -52,7 +51,7 @@ class PayloadParser:
     `payload_format` names a registered format (an unknown one raises UnknownFormatError).
     """
 
-    parse: Callable[[str, bytes | bytearray, float], list[Reading]]
+    parse: Parse
 
     def __init__(
         self,

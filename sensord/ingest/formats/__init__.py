@@ -55,6 +55,12 @@ class PayloadFormat(Protocol):
     def parse(self, topic: str, payload: bytes | bytearray, now: float) -> list[Reading]: ...
 
 
+class Parse(Protocol):
+    """A format's bound `parse`, as the bridge calls it."""
+
+    def __call__(self, topic: str, payload: bytes | bytearray, now: float) -> list[Reading]: ...
+
+
 FormatFactory = Callable[[FormatOptions], PayloadFormat]
 _Factory = TypeVar("_Factory", bound=FormatFactory)
 
