@@ -5,7 +5,8 @@ register the socket with the loop's reader/writer; a 1 s task runs loop_misc (ke
 Each message is parsed to Readings and handed to a synchronous sink; a QoS 1 message is
 acknowledged only after the sink returned.
 
-paho stays in charge of the protocol; `IngestClient` only changes how bytes move (measured
+paho stays in charge of the protocol; `IngestClient` (sensord/ingest/paho.py, the one
+module that touches paho's internals) only changes how bytes move (measured
 in bench/README.md): one readable event reads up to READ_BATCH packets instead of one,
 paho's three recv() per packet are served from one buffered recv(), and the PUBACKs of a
 batch leave in one send() once every message of the batch has been processed.
@@ -19,7 +20,6 @@ import logging
 import random
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -27,13 +27,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sensord.errors import PayloadError
 from sensord.events import Reading
+from sensord.ingest.paho import IngestClient
 from sensord.ingest.payload import TOPIC, PayloadParser
 from sensord.ingest.settings import IngestSettings, MqttSettings
 from sensord.ops.metrics import Metrics
@@ -53,164 +53,6 @@ BACKOFF_MAX = 30.0
 # Packets handled per readable event before yielding to the loop: big enough to amortise
 # the event-loop pass and the PUBACK send, small enough to keep HTTP and timers on time.
 READ_BATCH = 512
-RECV_SIZE = 65536
-_PUBACK = 0x40
-_PUBACK_FMT = struct.Struct("!BBH")
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-
-
-class IngestClient(mqtt.Client):
-    """paho's Client with buffered reads, batched PUBACKs and no per-message filter match.
-
-    Overrides four private paho 2.2 methods (`_sock_recv`, `_sock_close`, `_packet_read`,
-    `_handle_on_message`) and uses `_in_packet`, `_packet_handle`, `_packet_queue`,
-    `_loop_rc_handle`;
-    the real-broker tests run through all of them, so an incompatible paho fails there.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self._acks: list[int] = []
-        self._quickack = _QUICKACK
-        self.on_reading_message: Callable[[mqtt.MQTTMessage], None] | None = None
-
-    def _fill(self) -> bytes:
-        """One recv() into the (drained) buffer; BlockingIOError when nothing waits, b''
-        at EOF."""
-        buf = super()._sock_recv(RECV_SIZE)
-        if buf:
-            if self._quickack is not None:
-                self._ack_now()
-            self._rbuf, self._rpos = buf, 0
-        return buf
-
-    # paho reads a packet as recv(1), recv(1..4), recv(rest): serve them from one recv()
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buf, pos = self._rbuf, self._rpos
-        if pos >= len(buf):
-            buf = self._fill()  # BlockingIOError when drained
-            if not buf:
-                return buf  # EOF
-            pos = 0
-        end = pos + bufsize
-        self._rpos = end
-        if pos == 0 and end >= len(buf):
-            return buf
-        return buf[pos:end]
-
-    def _ack_now(self) -> None:
-        # Re-armed after each read (Linux clears it): the broker's Nagle (Mosquitto's
-        # default, `set_tcp_nodelay false`) holds its next small writes until our ACK, and
-        # Linux delays that ACK up to 40 ms: under load, 40 ms on every alert (bench.latency)
-        try:
-            self._sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)  # type: ignore[union-attr]
-        except (OSError, AttributeError):
-            self._quickack = None  # not a TCP socket
-
-    def _sock_close(self) -> None:
-        super()._sock_close()
-        # bytes and acks of a dead connection must not leak into the next one: the broker
-        # redelivers whatever was not acknowledged on it
-        self._rbuf, self._rpos = b"", 0
-        self._acks.clear()
-
-    @property
-    def buffered(self) -> bool:
-        """Bytes already read from the socket but not yet parsed (invisible to epoll)."""
-        return self._rpos < len(self._rbuf)
-
-    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
-        # paho matches every topic against message_callback_add filters (~10% of a drain,
-        # bench/README.md); sensord registers none
-        cb = self.on_reading_message
-        if cb is not None:
-            cb(message)
-
-    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
-        """Queue a PUBACK; `flush_acks` sends the batch (MQTT keeps them in order)."""
-        if qos == 1:
-            self._acks.append(mid)
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super().ack(mid, qos)
-
-    def flush_acks(self) -> None:
-        if not self._acks or self._sock is None:
-            return
-        pack = _PUBACK_FMT.pack
-        data = b"".join([pack(_PUBACK, 2, mid) for mid in self._acks])
-        self._acks.clear()
-        # one out-packet holding every PUBACK of the batch: one send() instead of one each
-        self._packet_queue(_PUBACK, data, 0, 0)
-        self.loop_write()
-
-    def _packet_read(self) -> MQTTErrorCode:
-        """Frame a packet straight out of the buffer when it is all there, else paho's way.
-
-        Only the framing (fixed header, remaining length) is done here; paho's
-        `_packet_handle` still decodes and handles the packet, as it would after its own
-        three reads. A packet split across recv()s goes through paho's incremental reader.
-        """
-        if self._in_packet["command"]:
-            return super()._packet_read()
-        if self._rpos >= len(self._rbuf):
-            # the buffer is drained: refill it here, so that a packet that arrived alone
-            # (a moderate rate: one reading per wake-up) is framed from it too, not by
-            # paho's three recv() calls
-            try:
-                if not self._fill():
-                    return MQTTErrorCode.MQTT_ERR_CONN_LOST  # EOF, as paho reports it
-            except BlockingIOError:
-                return MQTTErrorCode.MQTT_ERR_AGAIN
-            except OSError:
-                return super()._packet_read()  # paho logs the error, reports the loss
-        buf, pos = self._rbuf, self._rpos
-        end_buf = len(buf)
-        i, mult, length = pos + 1, 1, 0
-        while True:
-            if i >= end_buf or i - pos > 4:  # length incomplete here (or malformed): paho
-                return super()._packet_read()
-            byte = buf[i]
-            i += 1
-            length += (byte & 127) * mult
-            mult *= 128
-            if not byte & 128:
-                break
-        end = i + length
-        if end > end_buf:
-            return super()._packet_read()
-        self._rpos = end
-        packet = self._in_packet
-        packet["command"] = buf[pos]
-        packet["remaining_length"] = length
-        packet["packet"] = buf[i:end]  # type: ignore[typeddict-item]  # bytes: paho decodes both
-        try:
-            rc = self._packet_handle()
-        except MalformedPacket as exc:
-            log.debug("malformed MQTT packet: %s", exc)
-            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
-        packet["command"] = 0
-        packet["remaining_length"] = 0
-        packet["packet"] = bytearray()
-        return rc
-
-    def read_batch(self, max_packets: int) -> bool:
-        """Handle up to max_packets packets; True if more may be waiting (socket or buffer)."""
-        try:
-            for _ in range(max_packets):
-                if self._sock is None:
-                    return False
-                rc = self._packet_read()
-                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                    return False
-                if rc > 0:
-                    self._loop_rc_handle(rc)
-                    return False
-            return True
-        finally:
-            # paho's keepalive watches incoming bytes; once per batch is often enough
-            self._last_bytes_received = time.monotonic()
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

@@ -1,0 +1,115 @@
+"""Payload formats, registered by name: bytes off MQTT -> Readings.
+
+Telegraf's `map[name]Creator` (CONVENTIONS.md): each module of this package registers the
+formats it defines; `get(name)` finds one, and an unknown name is an error that lists the
+known ones. Today: "sensord" (native.py: a `{"value": …}` object, a bare number or a SenML
+pack, told apart by shape) and "senml" (senml.py: RFC 8428 packs only).
+
+How to add a format
+-------------------
+1. Write one module, `sensord/ingest/formats/<name>.py`. Every module here whose name does
+   not start with `_` is imported when this package is, so nothing else lists it.
+2. In it, a class (or any callable) that takes `FormatOptions` and returns an object with
+   `parse(topic: str, payload: bytes | bytearray, now: float) -> list[Reading]`, decorated
+   with `@register("<name>")`. `parse` returns one Reading or many (one per field or
+   record), or raises `PayloadError(reason, detail)` with a code of
+   `sensord.ingest.reasons` and a detail that names the format and what is wrong.
+   `now` is the receive time: the Readings' time when the payload carries none.
+3. Topic-named formats subclass `_fields.TopicFormat` (topic templates, payload size,
+   clock skew, `[ingest.units]` conversion); `_fields` also holds the checks of numbers,
+   units and timestamps that every format shares, with their reason codes and texts.
+   Format-specific settings arrive in `FormatOptions.options`.
+4. Tests in `tests/ingest/` (payloads from the firmware's own docs, malformed variants,
+   a fuzz), and a section in the docs.
+
+`parse` is THE per-message hot path: build what can be built once (templates, conversions,
+compiled templates) in `__init__`, keep `parse` flat (no call layers per message that a
+local would do, no copies of the payload), never log from it (the bridge counts and logs
+refusals, rate-limited), and measure with `python -m bench` before and after.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from sensord.errors import SensordError
+from sensord.events import Reading
+
+
+@dataclass(frozen=True, slots=True)
+class FormatOptions:
+    """What a format is built from: the source's settings, validated by the config."""
+
+    topic_template: str | Sequence[str]  # topic -> site/device/kind, for topic-named formats
+    max_payload: int  # bytes; larger payloads are refused as too_large
+    units: Mapping[str, str] = field(default_factory=dict)  # kind -> unit converted to
+    max_clock_skew: float = 300.0  # seconds a timestamp may run ahead of the receive time
+    options: Mapping[str, object] = field(default_factory=dict)  # the format's own keys
+
+
+class PayloadFormat(Protocol):
+    def parse(self, topic: str, payload: bytes | bytearray, now: float) -> list[Reading]: ...
+
+
+class Parse(Protocol):
+    """A format's bound `parse`, as the bridge calls it."""
+
+    def __call__(self, topic: str, payload: bytes | bytearray, now: float) -> list[Reading]: ...
+
+
+FormatFactory = Callable[[FormatOptions], PayloadFormat]
+_Factory = TypeVar("_Factory", bound=FormatFactory)
+
+_FORMATS: dict[str, FormatFactory] = {}
+
+
+class UnknownFormatError(SensordError, ValueError):
+    """No format of that name; a ValueError too, so that a config validator reports it."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        super().__init__(f"unknown payload format {name!r}; known formats: {', '.join(self.known)}")
+
+
+def register(name: str) -> Callable[[_Factory], _Factory]:
+    """Class decorator: make the format known as `name`."""
+
+    def add(factory: _Factory) -> _Factory:
+        if name in _FORMATS:
+            raise ValueError(f"payload format {name!r} is registered twice")
+        _FORMATS[name] = factory
+        return factory
+
+    return add
+
+
+def names() -> tuple[str, ...]:
+    """The registered formats, sorted."""
+    return tuple(sorted(_FORMATS))
+
+
+def get(name: str) -> FormatFactory:
+    """The factory registered as `name`; UnknownFormatError lists the known names."""
+    try:
+        return _FORMATS[name]
+    except KeyError:
+        raise UnknownFormatError(name, names()) from None
+
+
+def create(name: str, options: FormatOptions) -> PayloadFormat:
+    return get(name)(options)
+
+
+def _import_formats() -> None:
+    # the registry is filled by each module's @register; `_`-prefixed modules are helpers
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_formats()

@@ -1,0 +1,1 @@
+"""Tests of sensord/ingest: the MQTT client, topics, payload formats, quarantine."""
