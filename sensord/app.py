@@ -30,6 +30,7 @@ from sensord.notify.channels import make_channel
 from sensord.notify.consumer import Notifier
 from sensord.notify.dedup import HandledEvents
 from sensord.notify.registry import ChannelSettings
+from sensord.ops import gc
 from sensord.ops.config import Settings
 from sensord.ops.health import Health, supervise
 from sensord.ops.metrics import Metrics
@@ -256,6 +257,7 @@ class Service:
                 self._restore_state()
                 assert self.pipeline is not None
                 stack.callback(self.pipeline.flush)  # the last heartbeat, before db.close
+            gc.freeze_startup_heap()  # built and restored: the collector skips all that
             await self.http.start()
             stack.push_async_callback(self.http.stop)
             for channel in self.channels:

@@ -117,6 +117,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     log.info("config %s, %d rule(s)", path, len(rules))
     from sensord.app import Role, Service  # noqa: PLC0415 - keep `check` light
+    from sensord.ops import gc  # noqa: PLC0415 - only the daemon tunes the collector
+
+    gc.tune()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -53,6 +53,10 @@ BACKOFF_MAX = 30.0
 # Packets handled per readable event before yielding to the loop: big enough to amortise
 # the event-loop pass and the PUBACK send, small enough to keep HTTP and timers on time.
 READ_BATCH = 512
+# ... and at most this long (seconds) per readable event, the batch's commit included: in
+# an alert storm 512 readings took 0.2 s on a loaded host, and an HTTP request, which needs
+# several loop passes, waited seconds behind them (bench.product: /metrics during the drain)
+READ_BUDGET = 0.004
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
@@ -93,6 +97,7 @@ class MqttBridge:
         before its QoS 1 messages are acknowledged, persists what the batch changed."""
         self.settings = settings
         self._on_batch_end = on_batch_end
+        self._resume_pending = False  # a call_soon(_resume) is queued
         ingest = ingest if ingest is not None else IngestSettings()
         self._sink = sink
         self._metrics = metrics
@@ -202,14 +207,22 @@ class MqttBridge:
 
     def _on_readable(self) -> None:
         client = self.client
-        more = client.read_batch(READ_BATCH)
+        more = client.read_batch(READ_BATCH, time.monotonic() + READ_BUDGET)
         if self._on_batch_end is not None:
             self._on_batch_end()  # one commit for the batch, before any of it is acked
         client.flush_acks()  # after the batch: each of its readings has been processed
-        if more or client.buffered:
-            # bytes may sit in our buffer where epoll cannot see them: come back next pass
+        if (more or client.buffered) and not self._resume_pending:
+            # bytes may sit in our buffer where epoll cannot see them: come back next pass.
+            # One such call at a time: the socket's own readable event runs this too, and
+            # each run used to queue one more, so that the loop's ready queue grew by one
+            # callback per pass under a backlog and HTTP and timers waited seconds
             assert self._loop is not None
-            self._loop.call_soon(self._on_readable)
+            self._resume_pending = True
+            self._loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self._resume_pending = False
+        self._on_readable()
 
     async def _misc_loop(self) -> None:
         # paho's keepalive and retry timers need a call about once a second

@@ -171,10 +171,13 @@ class IngestClient(mqtt.Client):
         packet["packet"] = bytearray()
         return rc
 
-    def read_batch(self, max_packets: int) -> bool:
-        """Handle up to max_packets packets; True if more may be waiting (socket or buffer)."""
+    def read_batch(self, max_packets: int, deadline: float | None = None) -> bool:
+        """Handle up to max_packets packets, and stop early once `time.monotonic()` passes
+        `deadline` (checked every 16 packets); True if more may be waiting (socket or
+        buffer)."""
+        clock = time.monotonic
         try:
-            for _ in range(max_packets):
+            for i in range(max_packets):
                 if self._sock is None:
                     return False
                 rc = self._packet_read()
@@ -183,6 +186,8 @@ class IngestClient(mqtt.Client):
                 if rc > 0:
                     self._loop_rc_handle(rc)
                     return False
+                if deadline is not None and i & 15 == 15 and clock() > deadline:
+                    return True
             return True
         finally:
             # paho's keepalive watches incoming bytes; once per batch is often enough
