@@ -17,6 +17,8 @@ from sensord.rules.timers import Timers
 
 
 class SensorIndex(Timers):
+    """The rules in force and the sensors known, each with the states of its rules."""
+
     _fold: bool  # False: no quiet-band shortcut (tests and benchmark compare)
     rules: list[Rule]
     _compiled: dict[str, CompiledRule]

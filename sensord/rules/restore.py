@@ -25,6 +25,8 @@ from sensord.rules.state import Expectation, FlapHistory, RuleState
 
 
 class Persistence(SensorIndex):
+    """Hot reload (`replace_rules`) and persistence (`take_dirty`, `clocks`, `restore`)."""
+
     _orphans: list[StateRecord]  # rows no state owns any more: take_dirty() deletes them
 
     # ------------------------------------------------------------ hot reload

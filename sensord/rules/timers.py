@@ -14,6 +14,8 @@ from sensord.rules.state import Expectation, RuleState, Sensor
 
 
 class Timers(StateMachine):
+    """The state machine, driven by the clock as well as by readings."""
+
     start: float | None  # when the deadman clocks of expected sensors started
     _absent: list[RuleState]  # the states of absent_for rules
     _expectations: list[Expectation]
