@@ -90,6 +90,8 @@ async def test_alert_fires_and_resolves_through_webhook_and_console(
     assert resolved_body["status"] == "resolved"
     assert resolved["fingerprint"] == firing["fingerprint"]
     assert resolved["startsAt"] == firing["startsAt"]
+    # a resolution reads as one: the clear threshold (clear_below), not the firing wording
+    assert resolved["annotations"] == {"summary": "plant-1/t-7 temperature 74, back below 75"}
     assert datetime.fromisoformat(resolved["endsAt"]) > datetime.fromisoformat(firing["startsAt"])
 
     lines = [ln for ln in sensord.stdout().splitlines() if "critical-temperature" in ln]
@@ -102,6 +104,7 @@ async def test_alert_fires_and_resolves_through_webhook_and_console(
         assert "threshold=80" in line
     assert "value=81.25" in lines[0]
     assert "value=74" in lines[1]
+    assert lines[1].endswith("plant-1/t-7 temperature 74, back below 75")
 
 
 async def test_invalid_payloads_are_counted_and_ingest_goes_on(

@@ -7,6 +7,7 @@ import uuid
 
 from sensord.events import AlertEvent, to_datetime
 from sensord.rules import AlertTransition, render
+from sensord.rules.resolution import RESOLVED_SUMMARY, clear_threshold, resolution_summary
 
 
 def fingerprint(rule: str, labels: dict[str, str]) -> str:
@@ -29,11 +30,13 @@ def build_event(tr: AlertTransition) -> AlertEvent:
         **rule.labels,
         "severity": rule.severity.value,
     }
+    clear = clear_threshold(rule, tr.value)
     values: dict[str, object] = {
         **labels,
         "rule": rule.name,
         "value": tr.value if tr.value is not None else "n/a",
         "threshold": tr.threshold,
+        "clear_threshold": clear if clear is not None else "n/a",
         "status": status,
     }
     return AlertEvent(
@@ -43,10 +46,25 @@ def build_event(tr: AlertTransition) -> AlertEvent:
         rule=rule.name,
         severity=rule.severity,
         labels=labels,
-        annotations={k: render(v, values) for k, v in rule.annotations.items()},
+        annotations=_annotations(tr, values),
         value=tr.value,
         threshold=tr.threshold,
         starts_at=to_datetime(tr.starts_at),
         ends_at=to_datetime(tr.ends_at) if tr.ends_at is not None else None,
         observed_at=to_datetime(tr.observed_at),
     )
+
+
+def _annotations(tr: AlertTransition, values: dict[str, object]) -> dict[str, str]:
+    """The rule's annotations, rendered. A resolved event's `summary` reads as a resolution:
+    the rule's `resolved_summary` template, else a generated one (rules/resolution.py);
+    `resolved_summary` itself is an instruction to sensord, not an annotation of the alert."""
+    templates = tr.rule.annotations
+    out = {k: render(v, values) for k, v in templates.items() if k != RESOLVED_SUMMARY}
+    if tr.status == "resolved":
+        template = templates.get(RESOLVED_SUMMARY)
+        if template is not None:
+            out["summary"] = render(template, values)
+        elif "summary" in out:
+            out["summary"] = resolution_summary(tr.rule, tr.labels, tr.value)
+    return out

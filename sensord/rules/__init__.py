@@ -4,17 +4,17 @@ The engine does no I/O and takes time as an argument: `evaluate(reading, now)` a
 `tick(now)` return the alert transitions they caused.
 """
 
-from sensord.rules.engine import (
+from sensord.rules.engine import RuleEngine
+from sensord.rules.loader import load_rule_file, load_rules
+from sensord.rules.model import Aggregate, Flapping, Rate, Rule, RuleFile, check_template, render
+from sensord.rules.records import (
     AlertTransition,
     ClockRecord,
-    RuleEngine,
     SensorKey,
     Snapshot,
     StateRecord,
     sensor_key,
 )
-from sensord.rules.loader import load_rule_file, load_rules
-from sensord.rules.model import Aggregate, Flapping, Rate, Rule, RuleFile, check_template, render
 
 __all__ = [
     "Aggregate",

@@ -14,7 +14,7 @@ from sensord.rules import load_rule_file
 from sensord.rules.loader import read_yaml
 from sensord.rules.testing import main, parse_values
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEST_FILES = sorted((ROOT / "rules" / "tests").glob("*.yaml"))
 
 
