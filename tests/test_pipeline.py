@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from sensord.alerts.lifecycle import build_event, cached_fingerprint, fingerprint, new_event_id
 from sensord.app import Service
-from sensord.events import Reading
+from sensord.events import AlertEvent, Reading
 from sensord.ops.config import load_settings
 from sensord.ops.metrics import Metrics
-from sensord.rules import load_rules
+from sensord.rules import RuleEngine, load_rules
+from sensord.rules.loader import load_rule_file
 
 RULES = """rules:
   - name: hot
@@ -77,3 +80,25 @@ def test_a_batch_of_transitions_is_one_transaction(tmp_path: Path) -> None:
     pipeline.end_batch()
     assert statements == []
     service.db.close()
+
+
+def test_events_built_without_validation_are_valid_contract_events(tmp_path: Path) -> None:
+    """build_event skips pydantic's validation (AlertEvent.trusted) and caches the
+    fingerprint per sensor: what it builds must still be what validation would give."""
+    ids = {new_event_id() for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+
+    (tmp_path / "r.yaml").write_text(RULES)
+    engine = RuleEngine(load_rule_file(tmp_path / "r.yaml"))
+    now = time.time()
+    [tr] = engine.evaluate(Reading(site="p", device="t", kind="temperature", value=90, ts=now), now)
+    event = build_event(tr)
+    assert AlertEvent.model_validate_json(event.model_dump_json()) == event
+    assert AlertEvent.model_validate(event.model_dump()) == event
+    assert event.fingerprint == fingerprint("hot", tr.labels)
+    # the cache follows the labels: a changed dict gets its own fingerprint
+    labels = {"site": "p", "device": "t", "kind": "temperature"}
+    first = cached_fingerprint("hot", labels)
+    labels["device"] = "u"
+    assert cached_fingerprint("hot", labels) == fingerprint("hot", labels) != first

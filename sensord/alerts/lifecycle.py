@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 
 from sensord.events import AlertEvent, to_datetime
 from sensord.rules import AlertTransition, render
@@ -16,6 +16,42 @@ def fingerprint(rule: str, labels: dict[str, str]) -> str:
     for key in sorted(labels):
         h.update(b"\x00" + key.encode() + b"\x01" + labels[key].encode())
     return h.hexdigest()[:16]
+
+
+# (rule name, id of the sensor's labels dict) -> (that dict, its fingerprint). The engine
+# hands the same labels dict for every transition of a sensor, so in a storm the hash is
+# computed once per alert, not per transition; the dict is kept in the entry, so its id
+# cannot be reused while the entry lives, and an entry whose dict changed is recomputed.
+_FINGERPRINTS: dict[tuple[str, int], tuple[dict[str, str], dict[str, str], str]] = {}
+_FINGERPRINTS_MAX = 200_000
+
+
+def cached_fingerprint(rule: str, labels: dict[str, str]) -> str:
+    key = (rule, id(labels))
+    hit = _FINGERPRINTS.get(key)
+    if hit is not None and hit[0] is labels and hit[1] == labels:
+        return hit[2]
+    fp = fingerprint(rule, labels)
+    if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
+        _FINGERPRINTS.clear()  # bounded: sensors come and go
+    _FINGERPRINTS[key] = (labels, dict(labels), fp)
+    return fp
+
+
+_ids: list[str] = []
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID string, as str(uuid.uuid4()) gives, from one urandom()
+    call per 256 ids instead of one each (a syscall and a UUID object per alert were a
+    third of building an event in a storm)."""
+    if not _ids:
+        raw = os.urandom(16 * 256).hex()
+        for i in range(0, len(raw), 32):
+            h = raw[i : i + 32]
+            variant = "89ab"[int(h[16], 16) & 3]
+            _ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return _ids.pop()
 
 
 def build_event(tr: AlertTransition) -> AlertEvent:
@@ -39,9 +75,11 @@ def build_event(tr: AlertTransition) -> AlertEvent:
         "clear_threshold": clear if clear is not None else "n/a",
         "status": status,
     }
-    return AlertEvent(
-        event_id=str(uuid.uuid4()),
-        fingerprint=fingerprint(rule.name, tr.labels),
+    # built from values checked when the rule loaded and the engine computed: no
+    # validation per event; every field given, in the model's order
+    return AlertEvent.trusted(
+        event_id=new_event_id(),
+        fingerprint=cached_fingerprint(rule.name, tr.labels),
         status=status,
         rule=rule.name,
         severity=rule.severity,
