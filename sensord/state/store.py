@@ -68,6 +68,25 @@ def _sensor_id(labels: dict[str, str], expect: str | None) -> str:
     return json.dumps(labels, sort_keys=True)
 
 
+# id(labels) -> (labels, a copy, sensor id, labels JSON): the engine hands the same labels
+# dict for every record of a sensor, so an alert storm encodes each sensor's labels once,
+# not twice per transition. The entry keeps the dict alive (its id cannot be reused) and
+# a copy to notice a change.
+_LABEL_JSON: dict[int, tuple[dict[str, str], dict[str, str], str, str]] = {}
+_LABEL_JSON_MAX = 200_000
+
+
+def _label_json(labels: dict[str, str]) -> tuple[str, str]:
+    hit = _LABEL_JSON.get(id(labels))
+    if hit is not None and hit[0] is labels and hit[1] == labels:
+        return hit[2], hit[3]
+    sid, plain = _sensor_id(labels, None), json.dumps(labels)
+    if len(_LABEL_JSON) >= _LABEL_JSON_MAX:
+        _LABEL_JSON.clear()
+    _LABEL_JSON[id(labels)] = (labels, dict(labels), sid, plain)
+    return sid, plain
+
+
 class StateStore:
     """The alert-state tables on a state-file connection (isolation_level=None: explicit
     transactions). `StateStore.open(path)` opens a file of its own (tests, tools)."""
@@ -140,26 +159,39 @@ class StateStore:
     ) -> None:
         """Write inside an open transaction (the caller's, so more can join it). `guards`:
         per (topic, device, kind), the time of the newest reading that changed an alert."""
-        delete = [(r.rule, _sensor_id(r.labels, r.expect)) for r in records if r.idle]
-        upsert = [
+        delete = [
             (
                 r.rule,
-                _sensor_id(r.labels, r.expect),
-                r.rule_json,
-                json.dumps(r.labels),
-                r.expect,
-                r.pending_since,
-                r.firing_since,
-                r.clearing_since,
-                r.last_value,
-                r.last_ts,
-                r.announced_since,
-                int(r.flapping),
-                r.flap_history,
+                _label_json(r.labels)[0] if r.expect is None else _sensor_id(r.labels, r.expect),
             )
             for r in records
-            if not r.idle
+            if r.idle
         ]
+        upsert = []
+        for r in records:
+            if r.idle:
+                continue
+            if r.expect is None:
+                sid, plain = _label_json(r.labels)
+            else:
+                sid, plain = _sensor_id(r.labels, r.expect), json.dumps(r.labels)
+            upsert.append(
+                (
+                    r.rule,
+                    sid,
+                    r.rule_json,
+                    plain,
+                    r.expect,
+                    r.pending_since,
+                    r.firing_since,
+                    r.clearing_since,
+                    r.last_value,
+                    r.last_ts,
+                    r.announced_since,
+                    int(r.flapping),
+                    r.flap_history,
+                )
+            )
         if delete:
             conn.executemany("DELETE FROM alert_state WHERE rule = ? AND sensor = ?", delete)
         if upsert:
