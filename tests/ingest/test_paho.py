@@ -105,3 +105,50 @@ def test_publish_reaches_handle_on_message() -> None:
     assert source.count("self._handle_on_message(message)") >= 2, (
         "paho's _handle_publish no longer hands messages to _handle_on_message"
     )
+
+
+_BODIES = [
+    (0x30, b"\x00\x03a/b" + b"21.5"),  # QoS 0
+    (0x32, b"\x00\x03a/b\x12\x34" + b'{"value": 1}'),  # QoS 1, packet id 0x1234
+    (0x33, b"\x00\x01t\x00\x07"),  # retained, empty payload
+    (0x3A, b"\x00\x02\xc3\xa9\xff\xfe" + bytes(range(256))),  # dup, UTF-8 topic, binary
+    (0x31, b"\x00\x05\xff\xfe\x00\x01x" + b"v"),  # a topic that is not UTF-8: kept raw
+]
+
+
+@pytest.mark.parametrize(("command", "body"), _BODIES)
+def test_the_publish_fast_path_builds_the_message_paho_builds(command: int, body: bytes) -> None:
+    """IngestClient decodes MQTT 3.1.x PUBLISH itself (sensord/ingest/paho.py,
+    _decode_publish); each field must be what paho's decode_publish gives."""
+    from paho.mqtt import _packet
+
+    from sensord.ingest.paho import _decode_publish
+
+    buf = b"\x00\x00" + body  # the decoder reads from an offset into the receive buffer
+    ours = _decode_publish(command, buf, 2, len(buf))
+    ref = _packet.decode_publish(command, body, mqtt.MQTTv311)
+    assert ours is not None
+    assert (ours._topic, ours.mid, ours.qos, ours.retain, ours.dup, ours.payload) == (
+        ref.topic,
+        ref.mid,
+        ref.qos,
+        ref.retain,
+        ref.dup,
+        ref.payload,
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x00",
+        b"\x00\x00payload",  # an empty topic: paho raises MalformedPacket
+        b"\x00\x09a/b",  # a topic length past the end
+        b"\x00\x03a/b\x01",  # QoS 1 with half a packet id
+    ],
+)
+def test_anything_unusual_is_left_to_paho(body: bytes) -> None:
+    from sensord.ingest.paho import _decode_publish
+
+    assert _decode_publish(0x32, body, 0, len(body)) is None
