@@ -206,6 +206,11 @@ class MqttBridge:
         self._loop.remove_writer(sock)
 
     def _on_readable(self) -> None:
+        if self._resume_pending:
+            return  # the queued resume reads this: one MQTT batch per loop pass, not two
+        self._read()
+
+    def _read(self) -> None:
         client = self.client
         more = client.read_batch(READ_BATCH, time.monotonic() + READ_BUDGET)
         if self._on_batch_end is not None:
@@ -222,7 +227,7 @@ class MqttBridge:
 
     def _resume(self) -> None:
         self._resume_pending = False
-        self._on_readable()
+        self._read()
 
     async def _misc_loop(self) -> None:
         # paho's keepalive and retry timers need a call about once a second
