@@ -24,7 +24,7 @@ from sensord.delivery.outbox import Outbox
 from sensord.events import AlertEvent, Reading
 from sensord.http.history import History
 from sensord.ops.metrics import Metrics
-from sensord.rules import AlertTransition, RuleEngine
+from sensord.rules import AlertTransition, Rule, RuleEngine
 from sensord.state.store import StateStore
 
 log = logging.getLogger("sensord")
@@ -170,3 +170,24 @@ class AlertPipeline:
 
     def flush(self) -> None:
         self.commit([], time.time(), flush=True)
+
+    def restore(self, outage_tolerance: float) -> dict[SensorKey, float]:
+        """Before MQTT: take back the alert state; firing alerts are not announced again.
+        Returns the duplicate guard's memory (`MqttBridge.remember`): a reading that
+        changed an alert, or an older one, redelivered after a SIGKILL (processed, not
+        yet acknowledged) is skipped as within a run."""
+        snapshot = self.state.load()
+        now = time.time()
+        transitions = self.engine.restore(snapshot, now, outage_tolerance)
+        log.info(
+            "state file: %d alert state(s), %d deadman clock(s) restored",
+            len(snapshot.records),
+            len(snapshot.clocks),
+        )
+        self.commit(transitions, now, flush=True)
+        return self.state.remembered_readings()
+
+    def replace_rules(self, rules: list[Rule]) -> None:
+        """A rule reload: states of unchanged rules are kept, the others resolve."""
+        now = time.time()
+        self.commit(self.engine.replace_rules(rules, now), now)

@@ -83,7 +83,7 @@ async def test_stop_grace_bounds_the_wait_and_says_what_was_left(
 
 
 async def test_broker_start_fails_fast_and_leaves_no_reconnecting_task() -> None:
-    """Unreachable RabbitMQ: start() raises (Service._connect_amqp retries), and no
+    """Unreachable RabbitMQ: start() raises (AmqpLink retries), and no
     aio-pika connection task is left behind. With fail_fast=False that task swallowed
     the cancellation of a stop during its connect attempt and kept sensord from exiting."""
     proxy = TcpProxy(5672)  # never opened: connection refused

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
 
@@ -48,3 +48,35 @@ async def connect_until_up(
             await asyncio.sleep(interval)
         else:
             return
+
+
+class AmqpLink:
+    """Brings the AMQP side up (connect, declare, start consumers) and keeps trying while
+    RabbitMQ is away; `up` is set once it is up. The steps are the roles' own: `start`
+    runs them in order, `reset` undoes them after a failed attempt."""
+
+    def __init__(
+        self,
+        start: Sequence[Callable[[], Awaitable[None]]],
+        reset: Sequence[Callable[[], Awaitable[None]]],
+        interval: float,
+        on_up: Callable[[], None],
+    ) -> None:
+        self._start, self._reset = start, reset
+        self.interval = interval
+        self._on_up = on_up
+        self.up = asyncio.Event()
+
+    async def _start_all(self) -> None:
+        for step in self._start:
+            await step()
+
+    async def _reset_all(self) -> None:
+        for step in self._reset:
+            with contextlib.suppress(Exception):
+                await step()
+
+    async def run(self) -> None:
+        await connect_until_up(self._start_all, self._reset_all, self.interval)
+        self.up.set()
+        self._on_up()

@@ -42,8 +42,8 @@ def make_broker(settings: AmqpSettings, registry: CollectorRegistry | None = Non
     return RabbitBroker(
         settings.url.get_secret_value(),
         # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md): start()
-        # fails fast and Service._connect_amqp retries. With fail_fast=False, aio-pika's
-        # connection task swallows the cancellation of a stop during its connect attempt
+        # fails fast and AmqpLink (amqp/connection.py) retries. With fail_fast=False,
+        # aio-pika's connection task swallows the cancellation of a stop during its connect attempt
         # and keeps reconnecting: sensord then never exited (seen in make test).
         fail_fast=True,
         reconnect_interval=settings.reconnect_interval,

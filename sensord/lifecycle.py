@@ -1,0 +1,119 @@
+"""Start, reload and stop of a built Service (sensord/app.py builds it).
+
+Start in the order the data needs: the state restored before MQTT connects, HTTP before
+the brokers, the channels before their consumers; stop in reverse, MQTT first, so that
+unacknowledged readings stay with the broker and every alert recorded is published or
+held in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from sensord.errors import ConfigError
+from sensord.ops import gc
+from sensord.ops.health import supervise
+from sensord.rules import load_rules
+
+if TYPE_CHECKING:
+    from sensord.app import Service
+
+log = logging.getLogger("sensord")
+
+
+def reload(service: Service) -> tuple[bool, list[str]]:
+    """Reload the rule files (SIGHUP, POST /-/reload). A bad file keeps the old rules."""
+    # systemd: RELOADING=1 with the monotonic time, READY=1 once done (either way)
+    service.systemd.reloading(time.monotonic_ns() // 1000)
+    try:
+        rules = load_rules(service.settings.rules.paths, service.settings.base_dir)
+    except ConfigError as exc:
+        service.metrics.rules_reload_failures.inc()
+        for problem in exc.problems:
+            log.error("rule reload refused, keeping the old rules: %s", problem)
+        return False, [str(p) for p in exc.problems]
+    else:
+        if service.pipeline is not None:
+            service.pipeline.replace_rules(rules)
+        else:
+            service.engine.replace_rules(rules, time.time())
+        service.metrics.rules_loaded.set(len(rules))
+        log.info("rules reloaded: %d rule(s)", len(rules))
+        return True, []
+    finally:
+        service.systemd.notify("READY=1", f"STATUS={service.health.status_text()}")
+
+
+async def run(service: Service, stop: asyncio.Event) -> None:
+    """Start every part in order, run until `stop`, then stop them in reverse."""
+    async with AsyncExitStack() as stack:
+        stack.callback(service.db.close)
+        if service.pipeline is not None:
+            service.bridge.remember(
+                service.pipeline.restore(service.settings.rules.outage_tolerance)
+            )
+            stack.callback(service.pipeline.flush)  # the last heartbeat, before db.close
+        gc.freeze_startup_heap()  # built and restored: the collector skips all that
+        await service.http.start()
+        stack.push_async_callback(service.http.stop)
+        for channel in service.channels:
+            await channel.start()
+            stack.push_async_callback(channel.close)
+        stack.push_async_callback(service.broker.stop)
+        stack.push_async_callback(service.publisher.close)
+        if service.notifier is not None:
+            # before the channels close: in-flight notifications finish first
+            stack.push_async_callback(service.notifier.stop)
+        scheduler = AsyncIOScheduler()
+        if service.edge:
+            scheduler.add_job(
+                service._tick,
+                "interval",
+                seconds=service.settings.rules.tick,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,
+            )
+            scheduler.start()
+            stack.callback(scheduler.shutdown, wait=False)
+        log.info(
+            "sensord running (role %s, %d rule(s), %d channel(s))",
+            service.role,
+            len(service.engine.rules),
+            len(service.channels),
+        )
+        async with asyncio.TaskGroup() as tg:
+            # a topology error (e.g. a queue declared with other arguments) is fatal
+            amqp_task = tg.create_task(service.amqp.run(), name="amqp-connect")
+            health = service.health
+            tg.create_task(
+                supervise(service.systemd, health.status_text, health.systemd_ready, stop),
+                name="systemd",
+            )
+            tg.create_task(service.checkpointer.run(stop), name="checkpoint")
+            if service.edge:
+                bridge_task = tg.create_task(service.bridge.run(stop), name="mqtt-bridge")
+                publish_task = tg.create_task(service.publisher.run(stop), name="alert-publisher")
+                tg.create_task(service.quarantine.run(stop), name="quarantine")
+            await stop.wait()
+            log.info("stopping")
+            if service.edge:
+                # MQTT first: no new readings; unacknowledged ones stay with the broker
+                await bridge_task
+                await publish_task  # its publish in flight ends before the flush starts
+                left = await service.publisher.flush(service.settings.amqp.stop_grace)
+                if left:
+                    log.error(
+                        "%d alert event(s) not published to RabbitMQ within the %gs "
+                        "stop grace: they are lost until the outbox lands",
+                        left,
+                        service.settings.amqp.stop_grace,
+                    )
+            if not amqp_task.done():
+                amqp_task.cancel()
