@@ -43,6 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.broker import PrivateMosquitto, free_port
 from sensord.amqp.topology import channel_queues
 from sensord.ops.config import load_settings
+from sensord.testing import TcpProxy, WebhookSink
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -65,83 +66,34 @@ def _summary_ms(values: list[float]) -> dict[str, float]:
     }
 
 
-class Sink:
-    """The webhook target: records when each device's firing notification arrived."""
+class LatencySink(WebhookSink):
+    """The webhook target, `sensord.testing.WebhookSink`, that also notes when each device's
+    first firing notification arrived (wall clock, taken as the request comes in, before its
+    body is read) and wakes whoever waits on that device."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.arrived: dict[str, float] = {}
-        self.count = 0
+        self.count = 0  # firing alerts received
         self.events: dict[str, asyncio.Event] = {}
-        self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         now = time.time()
-        body = await request.json()
-        for alert in body.get("alerts", []):
+        response = await super()._handle(request)
+        # nothing awaits between the sink appending this request's body and returning, so
+        # the last body is this request's (no other handler ran in between)
+        for alert in self.bodies[-1].get("alerts", []) if response.status < 300 else ():
             if alert["status"] == "firing":
                 self.count += 1
                 device = alert["labels"].get("device", "")
                 self.arrived.setdefault(device, now)
                 if device in self.events:
                     self.events[device].set()
-        return web.Response(text="ok")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/alerts", self._handle)
-        app.router.add_post("/floor", self._floor)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _floor(self, request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(text="ok")
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-class Proxy:
-    """TCP proxy in front of RabbitMQ, to cut it."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        w.close()
-
-    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            ur, uw = await asyncio.open_connection("127.0.0.1", 5672)
-        except OSError:
-            w.close()
-            return
-        self._conns.update((w, uw))
-        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for w in list(self._conns):
-            w.transport.abort()
-        self._conns.clear()
+        return response
 
 
 class Sensord:
-    def __init__(self, workdir: Path, mqtt_port: int, sink: Sink, amqp_url: str) -> None:
+    def __init__(self, workdir: Path, mqtt_port: int, sink: WebhookSink, amqp_url: str) -> None:
         self.workdir = workdir
         self.prefix = f"bench{uuid.uuid4().hex[:8]}"
         self.http_port = free_port()
@@ -156,7 +108,7 @@ class Sensord:
             f'[amqp]\nurl = "{amqp_url}"\nprefix = "{self.prefix}"\nreconnect_interval = 0.5\n'
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n[alerts]\nrepeat_interval = 0\n'
             f'[[channels]]\nname = "hook"\ntype = "webhook"\n'
-            f'url = "http://127.0.0.1:{sink.port}/alerts"\nprefetch = 256\n'
+            f'url = "{sink.url}"\nprefetch = 256\n'
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -262,7 +214,7 @@ def _background(port: int, rate: int, stop: Any) -> None:
 
 
 async def measure_latency(mqtt_port: int, alerts: int, load: int, work: Path) -> dict[str, Any]:
-    sink = Sink()
+    sink = LatencySink()
     await sink.start()
     sd = Sensord(work / "lat", mqtt_port, sink, AMQP)
     sd.start()
@@ -374,14 +326,14 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
             await q.delete(if_unused=False, if_empty=False)
     _put(out, "rabbitmq_publish_confirm_consume", rts)
     # one webhook POST to a local aiohttp server
-    sink = Sink()
+    sink = WebhookSink()
     await sink.start()
     body = json.dumps({"alerts": [{"status": "firing", "labels": {}}]}).encode()
     posts = []
     async with aiohttp.ClientSession() as s:
         for _ in range(n):
             t0 = time.perf_counter()
-            async with s.post(f"http://127.0.0.1:{sink.port}/floor", data=body) as r:
+            async with s.post(sink.url, data=body) as r:
                 await r.read()
             posts.append(time.perf_counter() - t0)
     await sink.stop()
@@ -393,9 +345,9 @@ async def measure_floor(  # noqa: PLR0915 - four measurements in a row, read top
 
 
 async def measure_drain(mqtt_port: int, outage: float, backlog: int, work: Path) -> dict[str, Any]:
-    sink = Sink()
+    sink = LatencySink()
     await sink.start()
-    proxy = Proxy()
+    proxy = TcpProxy(5672)
     await proxy.up()
     sd = Sensord(work / "drain", mqtt_port, sink, AMQP.replace(":5672", f":{proxy.port}"))
     (sd.workdir / "sensord.toml").write_text(
@@ -476,11 +428,11 @@ def _start_alertmanager(wd: Path, port: int, hook: str) -> subprocess.Popen[byte
 async def measure_alertmanager(work: Path, n: int = 200) -> dict[str, Any]:
     """The reference: Prometheus Alertmanager alone, POST /api/v2/alerts -> webhook, with
     group_wait 0 and one group per alert, to the same kind of sink, idle."""
-    sink = Sink()
+    sink = LatencySink()
     await sink.start()
     port = free_port()
     wd = work / "alertmanager"
-    proc = _start_alertmanager(wd, port, f"http://127.0.0.1:{sink.port}/alerts")
+    proc = _start_alertmanager(wd, port, sink.url)
     if proc is None:
         await sink.stop()
         return {"skipped": f"{ALERTMANAGER_BIN} is not installed (Debian prometheus-alertmanager)"}

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,10 @@ import aio_pika
 import aiohttp
 from aiohttp import web
 
+from sensord.testing import free_port
+
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 BARE = ["taskset", "-c", "0", sys.executable, "-m", "bench.notify", "--bare"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---- the sink (run as `python -m bench.notify --sink PORT`)

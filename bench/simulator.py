@@ -16,63 +16,20 @@ Nothing here is a pass/fail test (CONVENTIONS.md, point 10).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
+
+from sensord.testing import MOSQUITTO, Mosquitto
 
 GOAL_QOS0 = 50_000
 """Messages per second at QoS 0 that issue 7 asks of the simulator."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def private_mosquitto(executable: str) -> Iterator[int]:
-    """A mosquitto on a free port for the benchmark only; always stopped."""
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="sensord-bench-sim-") as tmp:
-        conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 0\nmax_inflight_messages 1000\n"
-        )
-        proc = subprocess.Popen(
-            [executable, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    msg = f"mosquitto did not start: {err.strip()}"
-                    raise RuntimeError(msg)
-                time.sleep(0.05)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def simulator_rate(port: int, *, qos: int, processes: int, duration: float) -> dict[str, Any]:
@@ -129,7 +86,10 @@ def paho_reference_rate(port: int, duration: float) -> float:
 def run(duration: float, processes: int, mosquitto: str) -> dict[str, Any]:
     """Every measurement, one JSON object."""
     runs: list[dict[str, Any]] = []
-    with private_mosquitto(mosquitto) as port:
+    # max_queued_messages 0 and persistence off are Mosquitto's defaults here; the window of
+    # 1000 lets QoS 1 runs measure the simulator, not the broker's round trips
+    with Mosquitto(max_inflight_messages=1000, executable=mosquitto) as broker:
+        port = broker.port
         reference = paho_reference_rate(port, duration)
         print(f"bench.simulator: paho reference {reference:,.0f} msg/s", file=sys.stderr)
         for qos in (0, 1):
@@ -177,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--processes", type=int, default=max(2, os.cpu_count() or 1), help="for the multi run"
     )
-    parser.add_argument("--mosquitto", default=shutil.which("mosquitto") or "/usr/sbin/mosquitto")
+    parser.add_argument("--mosquitto", default=MOSQUITTO)
     args = parser.parse_args(argv)
     print(json.dumps(run(args.duration, args.processes, args.mosquitto), indent=2))
     return 0
