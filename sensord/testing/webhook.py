@@ -37,8 +37,11 @@ class WebhookSink:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
-        self.times.append(time.monotonic())
-        self.raw.append(await request.read())
+        arrived = time.monotonic()
+        raw = await request.read()
+        # appended together, after the only await: index i of each list is one request
+        self.times.append(arrived)
+        self.raw.append(raw)
         self.headers.append(dict(request.headers))
         if self.fail_with is not None:
             status = self.fail_with
