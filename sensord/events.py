@@ -108,7 +108,8 @@ class AlertEvent(BaseModel):
         event = cls.__new__(cls)
         _set = object.__setattr__
         _set(event, "__dict__", fields)
-        _set(event, "__pydantic_fields_set__", _ALERT_FIELDS)
+        # a set of its own: model_copy(update=...) adds to it (a repeat's new event id)
+        _set(event, "__pydantic_fields_set__", set(_ALERT_FIELDS))
         _set(event, "__pydantic_extra__", None)
         _set(event, "__pydantic_private__", None)
         return event

@@ -97,6 +97,10 @@ def test_events_built_without_validation_are_valid_contract_events(tmp_path: Pat
     assert AlertEvent.model_validate_json(event.model_dump_json()) == event
     assert AlertEvent.model_validate(event.model_dump()) == event
     assert event.fingerprint == fingerprint("hot", tr.labels)
+    # a repeat is the same event under a new id (AlertStore.due)
+    repeat = event.model_copy(update={"event_id": "r-1"})
+    assert (repeat.event_id, event.event_id != "r-1") == ("r-1", True)
+    assert repeat.model_dump(exclude={"event_id"}) == event.model_dump(exclude={"event_id"})
     # the cache follows the labels: a changed dict gets its own fingerprint
     labels = {"site": "p", "device": "t", "kind": "temperature"}
     first = cached_fingerprint("hot", labels)
