@@ -17,8 +17,8 @@ import pytest
 from simulators.faults import FaultRates
 from simulators.fleet import Fleet
 from simulators.payloads import Format
+from tests.simulators.test_simulator import _subscribed
 from tests.support import MQTT_PORT, TcpProxy, run_sim, start_sim, wait_for
-from tests.test_simulator import _subscribed
 
 START_S = 1_764_000_000
 

@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("SENSORD_TEST_ARTIFACTS", ROOT / ".artifacts")) / "status-page"
 TOKEN = "page-t0ken"  # noqa: S105 - a test token, not a secret
 RULES = """

@@ -18,7 +18,7 @@ import pytest
 from sensord.ops.systemd import SystemdNotifier
 from tests.support import SensordProcess, running, uid, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze (Debian package systemd) is not installed"
