@@ -80,7 +80,10 @@ class AlertPipeline:
             return
         transitions, guards = self._transitions, self._guards
         self._transitions, self._guards = [], {}
-        self.commit(transitions, self._now, guards=guards)
+        # the time of the batch's last reading; a batch without one changed state that
+        # a restore or reload left behind (orphans): now
+        self.commit(transitions, self._now or time.time(), guards=guards)
+        self._now = 0.0
 
     # ---- one transaction
 

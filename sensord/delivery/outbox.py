@@ -170,7 +170,11 @@ class Outbox:
         except BaseException:
             if own:
                 self.conn.execute("ROLLBACK")
-            self._reload()
+                self._reload()
+            else:
+                # the caller's transaction is still open and will roll back: the table
+                # is followed again once it ended (reading it now would see its rows)
+                self._staged.append(([], False))
             raise
         if overflow > 0 and not own:
             # the caller may still roll the drop back: follow the table from its commit on

@@ -286,3 +286,24 @@ async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(
         assert max(rec.held_at_send) <= BATCH  # nothing notified while a backlog was held
     else:
         assert max(rec.held_at_send) > BATCH  # the hold ended: notified meanwhile
+
+
+def test_a_failed_insert_inside_the_callers_transaction_leaves_no_phantom_row(
+    tmp_path: Path,
+) -> None:
+    """The mirror must not take rows from a transaction that will roll back."""
+    box = Outbox(open_state_db(tmp_path / "s.db"), 100, Metrics())
+    box.add([_event(1)])
+    box.conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.event_id = 'ev-3'"
+        " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    box.conn.execute("BEGIN")
+    box.add([_event(2, "other")])  # staged: its transaction has not ended
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        box.add([_event(3, "third")])  # fails inside the caller's transaction
+    box.conn.execute("ROLLBACK")
+    assert [r.event_id for r in box.head(10)] == ["ev-1"]
+    assert len(box) == 1
+    box.add([_event(4, "fourth")])  # and the mirror goes on from the table
+    assert [r.event_id for r in box.head(10)] == ["ev-1", "ev-4"]
