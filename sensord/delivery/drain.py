@@ -184,22 +184,23 @@ class OutboxDrain:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            ok = await self._pump()
+            ok = await self._pump(stop)
             if not ok or len(self._outbox) <= BATCH:
                 self._release()
             if not ok:
                 await first(stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0)))
 
-    async def _pump(self) -> bool:
-        """Publish what the outbox holds, DEPTH batches in flight, until it is empty or
-        a batch failed (then every batch in flight is settled first); True if none failed."""
+    async def _pump(self, stop: asyncio.Event) -> bool:
+        """Publish what the outbox holds, DEPTH batches in flight, until it is empty, a
+        batch failed or `stop` is set (then every batch in flight is settled first: the
+        stop's `flush` takes over within its grace); True if none failed."""
         in_flight: deque[tuple[list[OutboxRow], asyncio.Future[list[BaseException | None]]]]
         in_flight = deque()
         flying: set[str] = set()  # fingerprints in flight
         last_seq = 0
         ok = True
         while True:
-            while ok and len(in_flight) < DEPTH:
+            while ok and len(in_flight) < DEPTH and not stop.is_set():
                 self._hold()
                 batch = unique_prefix(self._outbox.head(BATCH, after=last_seq), flying)
                 if not batch:

@@ -307,3 +307,35 @@ def test_a_failed_insert_inside_the_callers_transaction_leaves_no_phantom_row(
     assert len(box) == 1
     box.add([_event(4, "fourth")])  # and the mirror goes on from the table
     assert [r.event_id for r in box.head(10)] == ["ev-1", "ev-4"]
+
+
+async def test_a_stop_ends_the_drain_between_batches_not_after_the_backlog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` returns once the batches in flight are settled; the rest is the stop's
+    `flush` (bounded by stop_grace), not a whole backlog drained before stopping."""
+    monkeypatch.setattr(publish, "BATCH", 10)
+    amqp = AmqpSettings.model_validate({"url": AMQP_URL, "prefix": f"t{uid()}"})
+    channel = ConsoleChannelSettings.model_validate({"name": "rec", "type": "console"})
+    outbox = Outbox(open_state_db(tmp_path / "s.db"), 10_000, Metrics())
+    outbox.add([_event(i, f"fp-{i}") for i in range(3000)])
+    drain = OutboxDrain(amqp, outbox, Metrics())
+    queues = [q.name for q in channel_queues(amqp, channel)]
+    stop = asyncio.Event()
+    try:
+        from sensord.amqp.topology import declare_topology_once
+
+        await declare_topology_once(amqp, [channel])
+        drain.ready.set()
+        task = asyncio.create_task(drain.run(stop))
+        await wait_for(lambda: drain.published >= 50, timeout=30)
+        stop.set()
+        at_stop = drain.published
+        await asyncio.wait_for(task, 10)
+        # only the batches already in flight were settled after the stop
+        assert drain.published - at_stop <= publish.DEPTH * 10
+        assert len(outbox) == 3000 - drain.published > 0
+    finally:
+        stop.set()
+        await drain.close()
+        await delete_amqp(amqp.prefix, queues)
