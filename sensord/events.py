@@ -5,9 +5,10 @@ The AlertEvent body is a contract (ARCHITECTURE.md, "Alert events on RabbitMQ").
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -123,3 +124,35 @@ class AlertEvent(BaseModel):
 
 
 _ALERT_FIELDS = frozenset(AlertEvent.model_fields)
+
+
+_T = TypeVar("_T")
+
+
+class LabelsMemo(Generic[_T]):
+    """A value computed from a sensor's labels dict, once per dict (and `extra` key).
+
+    The rule engine hands the same labels dict for every transition and state record of a
+    sensor, so in an alert storm a fingerprint or a JSON encoding is computed once per
+    sensor, not per transition. An entry keeps its dict alive (so its id cannot be reused
+    while the entry lives) and a copy, so that a dict changed in place is computed again.
+    Bounded: cleared whole at `max_entries` (sensors come and go).
+    """
+
+    def __init__(
+        self, compute: Callable[[Hashable, dict[str, str]], _T], max_entries: int = 200_000
+    ) -> None:
+        self._compute = compute
+        self._max = max_entries
+        self._entries: dict[tuple[Hashable, int], tuple[dict[str, str], dict[str, str], _T]] = {}
+
+    def get(self, extra: Hashable, labels: dict[str, str]) -> _T:
+        key = (extra, id(labels))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is labels and hit[1] == labels:
+            return hit[2]
+        value = self._compute(extra, labels)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[key] = (labels, dict(labels), value)
+        return value

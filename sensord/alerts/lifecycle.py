@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from sensord.events import AlertEvent, to_datetime
+from sensord.events import AlertEvent, LabelsMemo, to_datetime
 from sensord.rules import AlertTransition, render
 from sensord.rules.resolution import RESOLVED_SUMMARY, clear_threshold, resolution_summary
 
@@ -18,24 +18,12 @@ def fingerprint(rule: str, labels: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
-# (rule name, id of the sensor's labels dict) -> (that dict, its fingerprint). The engine
-# hands the same labels dict for every transition of a sensor, so in a storm the hash is
-# computed once per alert, not per transition; the dict is kept in the entry, so its id
-# cannot be reused while the entry lives, and an entry whose dict changed is recomputed.
-_FINGERPRINTS: dict[tuple[str, int], tuple[dict[str, str], dict[str, str], str]] = {}
-_FINGERPRINTS_MAX = 200_000
+_FINGERPRINTS: LabelsMemo[str] = LabelsMemo(lambda rule, labels: fingerprint(str(rule), labels))
 
 
 def cached_fingerprint(rule: str, labels: dict[str, str]) -> str:
-    key = (rule, id(labels))
-    hit = _FINGERPRINTS.get(key)
-    if hit is not None and hit[0] is labels and hit[1] == labels:
-        return hit[2]
-    fp = fingerprint(rule, labels)
-    if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
-        _FINGERPRINTS.clear()  # bounded: sensors come and go
-    _FINGERPRINTS[key] = (labels, dict(labels), fp)
-    return fp
+    """`fingerprint`, computed once per (rule, sensor labels dict): see LabelsMemo."""
+    return _FINGERPRINTS.get(rule, labels)
 
 
 _ids: list[str] = []

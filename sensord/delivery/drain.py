@@ -97,7 +97,7 @@ class OutboxDrain:
                 publisher_confirms=True, on_return_raises=True
             )
         raw = await self._channel.get_underlay_channel()
-        assert isinstance(raw, RawChannel)  # basic_publish(wait=...) is on the class only
+        assert isinstance(raw, RawChannel)  # BatchPublisher works on aiormq's channel
         return raw
 
     async def _send(self, rows: list[OutboxRow]) -> list[asyncio.Future[Any]]:

@@ -7,7 +7,8 @@ acknowledged only after the sink returned.
 
 paho stays in charge of the protocol; `IngestClient` (sensord/ingest/paho.py, the one
 module that touches paho's internals) only changes how bytes move (measured
-in bench/README.md): one readable event reads up to READ_BATCH packets instead of one,
+in bench/README.md): one loop pass reads up to READ_BATCH packets (or READ_BUDGET) instead
+of one,
 paho's three recv() per packet are served from one buffered recv(), and the PUBACKs of a
 batch leave in one send() once every message of the batch has been processed.
 """
@@ -53,7 +54,7 @@ BACKOFF_MAX = 30.0
 # Packets handled per readable event before yielding to the loop: big enough to amortise
 # the event-loop pass and the PUBACK send, small enough to keep HTTP and timers on time.
 READ_BATCH = 512
-# ... and at most this long (seconds) per readable event, the batch's commit included: in
+# ... and read for at most this long (seconds) per loop pass, before the batch's commit: in
 # an alert storm 512 readings took 0.2 s on a loaded host, and an HTTP request, which needs
 # several loop passes, waited seconds behind them (bench.product: /metrics during the drain)
 READ_BUDGET = 0.004
@@ -216,7 +217,7 @@ class MqttBridge:
         if self._on_batch_end is not None:
             self._on_batch_end()  # one commit for the batch, before any of it is acked
         client.flush_acks()  # after the batch: each of its readings has been processed
-        if (more or client.buffered) and not self._resume_pending:
+        if more or client.buffered:  # (never with a resume queued: see _on_readable)
             # bytes may sit in our buffer where epoll cannot see them: come back next pass.
             # One such call at a time: the socket's own readable event runs this too, and
             # each run used to queue one more, so that the loop's ready queue grew by one

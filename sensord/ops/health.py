@@ -36,11 +36,6 @@ class _Pending(Protocol):
     def pending(self) -> int: ...
 
 
-class _Quarantine(Protocol):
-    @property
-    def pending(self) -> int: ...
-
-
 @dataclass
 class Health:
     settings: Settings
@@ -48,7 +43,7 @@ class Health:
     metrics: Metrics
     bridge: _Connected
     drain: _Pending
-    quarantine: _Quarantine
+    quarantine: _Pending
     store: AlertStore | None
     history: History
     page: StatusPage

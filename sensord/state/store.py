@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sensord.delivery.outbox import open_state_db
 from sensord.errors import StateFileError
+from sensord.events import LabelsMemo
 from sensord.rules import ClockRecord, Snapshot, StateRecord
 
 SCHEMA_VERSION = 1
@@ -68,23 +69,14 @@ def _sensor_id(labels: dict[str, str], expect: str | None) -> str:
     return json.dumps(labels, sort_keys=True)
 
 
-# id(labels) -> (labels, a copy, sensor id, labels JSON): the engine hands the same labels
-# dict for every record of a sensor, so an alert storm encodes each sensor's labels once,
-# not twice per transition. The entry keeps the dict alive (its id cannot be reused) and
-# a copy to notice a change.
-_LABEL_JSON: dict[int, tuple[dict[str, str], dict[str, str], str, str]] = {}
-_LABEL_JSON_MAX = 200_000
+# (sensor id, labels JSON) per sensor labels dict: encoded once, not twice per transition
+_LABEL_JSON: LabelsMemo[tuple[str, str]] = LabelsMemo(
+    lambda _, labels: (_sensor_id(labels, None), json.dumps(labels))
+)
 
 
 def _label_json(labels: dict[str, str]) -> tuple[str, str]:
-    hit = _LABEL_JSON.get(id(labels))
-    if hit is not None and hit[0] is labels and hit[1] == labels:
-        return hit[2], hit[3]
-    sid, plain = _sensor_id(labels, None), json.dumps(labels)
-    if len(_LABEL_JSON) >= _LABEL_JSON_MAX:
-        _LABEL_JSON.clear()
-    _LABEL_JSON[id(labels)] = (labels, dict(labels), sid, plain)
-    return sid, plain
+    return _LABEL_JSON.get(None, labels)
 
 
 class StateStore:

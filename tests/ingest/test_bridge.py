@@ -375,3 +375,40 @@ async def test_broker_connection_acks_at_once(broker: PrivateMosquitto) -> None:
             await wait_for(lambda: len(c.readings) == 2)
     finally:
         pub.close()
+
+
+class _EndlessBacklog:
+    """Stands in for IngestClient in a test of MqttBridge's scheduling alone: every read
+    says more is waiting (an MQTT backlog that never ends)."""
+
+    buffered = False
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read_batch(self, max_packets: int, deadline: float | None = None) -> bool:
+        self.reads += 1
+        return True
+
+    def flush_acks(self) -> None:
+        pass
+
+
+async def test_a_backlog_is_read_once_per_loop_pass_whatever_wakes_the_reader() -> None:
+    """The socket's readable event and the queued resume both call the reader. Each call
+    used to queue one more resume, so under a backlog the loop's ready queue grew by one
+    callback per pass and HTTP and timers waited seconds (bench.product). Now one resume
+    is queued at a time, and a readable event while it waits reads nothing."""
+    bridge = MqttBridge(MqttSettings(), lambda *_: None, Metrics())
+    stub = _EndlessBacklog()
+    bridge.client = stub  # type: ignore[assignment]
+    bridge._loop = asyncio.get_running_loop()
+    for _ in range(5):  # five readable events in one pass: one read, one resume queued
+        bridge._on_readable()
+    assert stub.reads == 1
+    for _ in range(20):  # every pass: the socket readable again, and the queued resume
+        bridge._on_readable()
+        await asyncio.sleep(0)
+    assert stub.reads == 21  # one read per pass, not a growing number
+    ready = len(bridge._loop._ready)  # type: ignore[attr-defined]  # the loop's own queue
+    assert ready <= 2
