@@ -19,8 +19,11 @@ How to add a format
    clock skew, `[ingest.units]` conversion); `_fields` also holds the checks of numbers,
    units and timestamps that every format shares, with their reason codes and texts.
    Format-specific settings arrive in `FormatOptions.options`.
-4. Tests in `tests/ingest/` (payloads from the firmware's own docs, malformed variants,
-   a fuzz), and a section in the docs.
+4. Device ecosystems (Zigbee2MQTT, Tasmota, …) subclass `_device.DeviceFormat`: the
+   source's site, the shared kinds (`sensord.ingest.kinds`), skipped-field counting, the
+   learned-sensor cap and the unit conversions. See its docstring.
+5. Tests in `tests/ingest/formats/` (payloads from the firmware's own docs, the source named
+   beside each fixture, malformed variants, a fuzz), and a section in docs/sources.md.
 
 `parse` is THE per-message hot path: build what can be built once (templates, conversions,
 compiled templates) in `__init__`, keep `parse` flat (no call layers per message that a
@@ -49,9 +52,31 @@ class FormatOptions:
     units: Mapping[str, str] = field(default_factory=dict)  # kind -> unit converted to
     max_clock_skew: float = 300.0  # seconds a timestamp may run ahead of the receive time
     options: Mapping[str, object] = field(default_factory=dict)  # the format's own keys
+    source: str = "mqtt"  # the source's name: logs, metrics, quarantine details
+    site: str = "default"  # the site label of readings whose topic or payload names none
+    max_sensors: int = 10_000  # sensors a format may learn (discovery, births); then counted
+
+
+class SourceLink(Protocol):
+    """What a format that learns topics or answers devices gets from the bridge (`bind`):
+    a subscription added here is routed to the format's source and kept across reconnects;
+    `publish` sends on sensord's own MQTT connection (e.g. a Sparkplug rebirth request)."""
+
+    def subscribe(self, topic_filter: str) -> None: ...
+
+    def unsubscribe(self, topic_filter: str) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
 
 
 class PayloadFormat(Protocol):
+    """Required: `parse`. Optional, looked up with getattr by the bridge:
+    `default_topics` (class attribute, tuple of filters: the firmware's own, used when the
+    source names none), `skipped` (dict reason -> count of fields skipped without refusing
+    the message: `sensord_fields_skipped_total{source,reason}`), `bind(link: SourceLink)`
+    (called once before connecting, for formats that subscribe or publish on their own) and
+    `discovered()` (a JSON-able summary of what the format learned, for `sensord sources`)."""
+
     def parse(self, topic: str, payload: bytes | bytearray, now: float) -> list[Reading]: ...
 
 
