@@ -93,7 +93,9 @@ class Service:
             ingest=settings.ingest,
             on_refused=self.quarantine.refuse,
             on_batch_end=pipeline.end_batch if pipeline else None,
+            on_late=pipeline.on_late if pipeline else None,
         )
+        metrics.sources = self.bridge.sources
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
         self.notifier: Notifier | None = None

@@ -62,17 +62,22 @@ class AlertPipeline:
 
     # ---- per reading (the bridge's sink): no I/O, no allocation beyond the engine's
 
-    def on_reading(self, reading: Reading, now: float, topic: str | None = None) -> None:
-        """`topic` comes with a reading stamped by its sender: when it changes an alert,
-        its time is kept with the change, so that its redelivery after a restart is
-        skipped (the bridge's duplicate guard, `MqttBridge.remember`)."""
+    def on_reading(self, reading: Reading, now: float, key: SensorKey | None = None) -> None:
+        """`key` (the bridge's duplicate-guard key) comes with a reading stamped by its
+        sender: when it changes an alert, its time is kept with the change, so that its
+        redelivery after a restart is skipped (`MqttBridge.remember`)."""
         self.history.record(reading, now)  # O(1), no I/O: the status page's plots
         transitions = self.engine.evaluate(reading, now)
         if transitions:
             self._transitions += transitions
-            if topic is not None:
-                self._guards[(topic, reading.device, reading.kind)] = reading.ts
+            if key is not None:
+                self._guards[key] = reading.ts
         self._now = now
+
+    def on_late(self, reading: Reading, now: float) -> None:
+        """A reading older than its sensor's newest: into the history (the status page
+        plots it where it belongs), never to the rules, so it cannot move an alert back."""
+        self.history.record(reading, now)
 
     def end_batch(self) -> None:
         """After a read batch, before its acknowledgements: one transaction for all of it."""

@@ -41,6 +41,10 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 
+# labelled counters that tests also read as one sum (sensord_readings_total{source})
+SUMMED_METRICS = frozenset({"sensord_readings_total", "sensord_fields_skipped_total"})
+
+
 def uid() -> str:
     return uuid.uuid4().hex[:10]
 
@@ -239,6 +243,9 @@ class SensordProcess:
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
+                base = name.partition("{")[0]
+                if base in SUMMED_METRICS and base != name:  # also their sum, by bare name
+                    out[base] = out.get(base, 0.0) + float(value)
         return out
 
     async def wait_metric(

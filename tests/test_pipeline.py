@@ -46,11 +46,11 @@ def test_a_batch_of_transitions_is_one_transaction(tmp_path: Path) -> None:
     for i in range(50):
         topic = f"sensors/p/t-{i}/temperature"
         hot = Reading(site="p", device=f"t-{i}", kind="temperature", value=90, ts=now - 2)
-        pipeline.on_reading(hot, now, topic)
+        pipeline.on_reading(hot, now, (topic, hot.device, hot.kind))
     for i in range(20):
         topic = f"sensors/p/t-{i}/temperature"
         cool = Reading(site="p", device=f"t-{i}", kind="temperature", value=60, ts=now - 1)
-        pipeline.on_reading(cool, now, topic)
+        pipeline.on_reading(cool, now, (topic, cool.device, cool.kind))
     assert not any(s == "BEGIN IMMEDIATE" for s in statements)  # nothing before batch end
     pipeline.end_batch()
     assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [

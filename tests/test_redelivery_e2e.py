@@ -83,7 +83,7 @@ def test_the_guard_is_kept_in_the_transaction_that_records_the_alert(tmp_path: P
     now = time.time()
     hot = Reading(site="p", device="t-1", kind="temperature", value=95, ts=now - 1)
     assert service.pipeline is not None
-    service.pipeline.on_reading(hot, now, topic)
+    service.pipeline.on_reading(hot, now, (topic, hot.device, hot.kind))
     service.pipeline.end_batch()  # the bridge's call after each read batch
     assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
         "BEGIN IMMEDIATE",

@@ -35,19 +35,26 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sensord.errors import PayloadError
 from sensord.events import Reading
 from sensord.ingest.paho import IngestClient
-from sensord.ingest.payload import TOPIC, PayloadParser
+from sensord.ingest.payload import TOPIC
 from sensord.ingest.settings import IngestSettings, MqttSettings
+from sensord.ingest.sources import NATIVE, Link, Router, Source, build_sources
 from sensord.ops.metrics import Metrics
 from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.mqtt")
 
-SensorKey = tuple[str, str, str]  # (topic, device, kind): the duplicate guard's key
-# (reading, receive time, topic): the topic only for a reading stamped by its sender, whose
+# (topic, device, kind): the duplicate guard's key. For a format whose readings are not
+# named by their topic alone (a Tasmota board's two thermometers on one topic), the kind
+# part carries the labels too: "temperature\x1fDS18B20" (`_on_message`)
+SensorKey = tuple[str, str, str]
+# (reading, receive time, key): the key only for a reading stamped by its sender, whose
 # time identifies it; when it changes an alert the sink keeps that time with its key, in
 # the transaction that records the change, and `remember` gives it back after a restart,
 # so that the broker's redelivery of the reading is skipped
-ReadingSink = Callable[[Reading, float, str | None], object]
+ReadingSink = Callable[[Reading, float, SensorKey | None], object]
+LateSink = Callable[[Reading, float], object]  # a late reading: history only (docs/sources.md)
+_SUBSCRIBE_CHUNK = 200  # filters per SUBSCRIBE packet (a discovery source may learn many)
+
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -93,9 +100,11 @@ class MqttBridge:
         ingest: IngestSettings | None = None,
         on_refused: RefusalSink | None = None,
         on_batch_end: Callable[[], object] | None = None,
+        on_late: LateSink | None = None,
     ) -> None:
         """`sink` takes each reading; `on_batch_end`, called after each read batch and
-        before its QoS 1 messages are acknowledged, persists what the batch changed."""
+        before its QoS 1 messages are acknowledged, persists what the batch changed;
+        `on_late` takes readings older than their sensor's newest (history, not rules)."""
         self.settings = settings
         self._on_batch_end = on_batch_end
         self._resume_pending = False  # a call_soon(_resume) is queued
@@ -103,14 +112,13 @@ class MqttBridge:
         self._sink = sink
         self._metrics = metrics
         self._on_refused = on_refused
-        self._parser = PayloadParser(
-            settings.templates,
-            settings.max_payload,
-            units=ingest.units,
-            max_clock_skew=ingest.max_clock_skew,
-        )
-        # (topic, device, kind) -> newest reading time processed: QoS 1 redeliveries skip
-        self._last_ts: dict[SensorKey, float] = {}
+        self._on_late = on_late
+        self.sources: list[Source] = build_sources(settings, ingest)
+        self._router = Router(self.sources)
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters
+        self._pending_subs = 0  # the connect's SUBSCRIBEs not yet acknowledged
+        # sensor key -> (newest reading time processed, its value): redeliveries skip
+        self._last_ts: dict[SensorKey, tuple[float, float | None]] = {}
         self._dedup_max = ingest.dedup_sensors
         self._invalid_log = RateLimitedLog(log)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +129,10 @@ class MqttBridge:
         self._was_up = False
         self._session_present = False
         self.client = self._make_client()
+        for src in self.sources:
+            bind = getattr(src.format, "bind", None)
+            if callable(bind):
+                bind(Link(src, self._router, self._subscribe, self._unsubscribe, self._publish))
 
     def _make_client(self) -> IngestClient:
         s = self.settings
@@ -243,15 +255,45 @@ class MqttBridge:
         if rc.is_failure:
             log.error("MQTT broker %s refused the connection: %s", self.settings.safe_url, rc)
             return
-        client.subscribe([(t, int(self.settings.qos)) for t in self.settings.topics])
+        subs = self._router.subscriptions()
+        self._subscribing.clear()
+        self._pending_subs = 0
+        for i in range(0, len(subs), _SUBSCRIBE_CHUNK):
+            chunk = subs[i : i + _SUBSCRIBE_CHUNK]
+            _rc, mid = client.subscribe(chunk)
+            if mid is not None:
+                self._subscribing[mid] = [f for f, _qos in chunk]
+                self._pending_subs += 1
         self._session_present = bool(flags.session_present)
+
+    # ---- a format's SourceLink (sources.Link) calls these
+
+    def _subscribe(self, topic_filter: str, qos: int) -> None:
+        if self.client.is_connected():  # else the next connect subscribes to it
+            _rc, mid = self.client.subscribe(topic_filter, qos)
+            if mid is not None:
+                self._subscribing[mid] = [topic_filter]
+
+    def _unsubscribe(self, topic_filter: str) -> None:
+        if self.client.is_connected():
+            self.client.unsubscribe(topic_filter)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if self.client.is_connected():  # a request to a device: worthless once stale
+            self.client.publish(topic, payload, qos, retain)
 
     def _on_subscribe(
         self, client: mqtt.Client, _ud: object, mid: int, rcs: list[ReasonCode], props: Any
     ) -> None:
-        failed = [t for t, rc in zip(self.settings.topics, rcs, strict=False) if rc.is_failure]
+        filters = self._subscribing.pop(mid, [])
+        failed = [t for t, rc in zip(filters, rcs, strict=False) if rc.is_failure]
         if failed:
             log.error("MQTT broker refused the subscription to %s", ", ".join(failed))
+        if self._pending_subs == 0 or len(filters) == 0:
+            return  # a learned topic's SUBACK, or one this connection did not send
+        self._pending_subs -= 1
+        if self._pending_subs:
+            return
         # ready only now: a reading published before the SUBACK may not be routed to us
         self._was_up = True
         self._metrics.mqtt_connected.set(1)
@@ -262,7 +304,7 @@ class MqttBridge:
             self.settings.client_id,
             self.settings.protocol,
             "resumed" if self._session_present else "new",
-            ", ".join(self.settings.topics),
+            ", ".join(f"{t} ({src.name})" for src in self.sources for t in src.filters),
         )
 
     def _on_disconnect(
@@ -275,45 +317,74 @@ class MqttBridge:
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
         metrics = self._metrics
+        source: Source | None = None
         try:
             try:
                 topic = msg.topic
             except UnicodeDecodeError:
                 raise PayloadError(TOPIC, "topic is not valid UTF-8") from None
-            readings = self._parser.parse(topic, msg.payload, now)
+            source = self._router.single or self._router.route(topic)
+            if source is None:
+                raise PayloadError(TOPIC, f"topic {topic!r} matches no source's topics")
+            source.messages += 1
+            readings = source.parse(topic, msg.payload, now)
         except PayloadError as exc:
-            self._refuse(msg, exc)
+            self._refuse(msg, exc, source)
         else:
             last_ts = self._last_ts
+            accepted = 0
+            labelled = source.labelled
             for reading in readings:
                 ts = reading.ts
                 # a reading stamped with the receive time carries no identity to compare
                 if ts != now and self._dedup_max:
-                    key = (topic, reading.device, reading.kind)
+                    labels = reading.labels
+                    key = (
+                        (topic, reading.device, "\x1f".join((reading.kind, *labels.values())))
+                        if labelled and labels
+                        else (topic, reading.device, reading.kind)
+                    )
                     last = last_ts.get(key)
-                    if last is not None and ts <= last:
-                        metrics.duplicates += 1
+                    if last is not None and ts <= last[0]:
+                        if ts == last[0] and (last[1] is None or last[1] == reading.value):
+                            metrics.duplicates += 1  # the same reading again: a redelivery
+                        else:  # older than its sensor's newest: late, never moves an alert
+                            metrics.late += 1
+                            if self._on_late is not None:
+                                self._on_late(reading, now)
                         continue
                     if last is None and len(last_ts) >= self._dedup_max:
                         del last_ts[next(iter(last_ts))]  # bounded: forget the oldest sensor
-                    last_ts[key] = ts
-                metrics.readings += 1
-                self._sink(reading, now, topic if ts != now else None)
+                    last_ts[key] = (ts, reading.value)
+                    accepted += 1
+                    self._sink(reading, now, key)
+                else:
+                    accepted += 1
+                    self._sink(reading, now, None)
+            if readings:
+                source.note_devices(readings)
+            metrics.readings += accepted
+            source.readings += accepted
         metrics.messages += 1  # last: once it moved, the message is fully accounted for
         if msg.qos:
             self.client.ack(msg.mid, msg.qos)
 
     def remember(self, seen: dict[SensorKey, float]) -> None:
         """Before connecting: reading times from a previous run (see ReadingSink), so that
-        a redelivery of a reading that changed an alert, or of an older one, is skipped
-        after a restart as within a run."""
+        a redelivery of a reading that changed an alert is skipped after a restart as
+        within a run (and an older one counted late)."""
         if self._dedup_max:
             for key, ts in seen.items():
-                if ts > self._last_ts.get(key, float("-inf")):
-                    self._last_ts[key] = ts
+                last = self._last_ts.get(key)
+                if last is None or ts > last[0]:
+                    self._last_ts[key] = (ts, None)
 
-    def _refuse(self, msg: mqtt.MQTTMessage, exc: PayloadError) -> None:
+    def _refuse(self, msg: mqtt.MQTTMessage, exc: PayloadError, source: Source | None) -> None:
         self._metrics.count_invalid(exc.reason)
+        if source is not None:
+            source.refused += 1
+            if source.name != NATIVE:  # name the source in the log and the quarantine
+                exc = PayloadError(exc.reason, f"source {source.name}: {exc.detail}")
         raw_topic: bytes = msg._topic  # the undecoded topic, even when not UTF-8
         self._invalid_log.warning(
             "refused MQTT message on %r: %s: %s",

@@ -7,16 +7,94 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from sensord.ingest import formats
+from sensord.ingest.formats import FormatOptions
 from sensord.ingest.units import Conversion
 from sensord.ops.settings import Section, parse_duration
+
+_FILTER_LEVEL = re.compile(r"[^+#]*|\+|#")
+
+
+def check_topic_filter(v: str) -> str:
+    """An MQTT topic filter: `+` and `#` as whole levels, `#` last only."""
+    if not v:
+        raise ValueError("a topic filter cannot be empty")
+    levels = v.split("/")
+    for i, level in enumerate(levels):
+        if not _FILTER_LEVEL.fullmatch(level) or (level == "#" and i != len(levels) - 1):
+            raise ValueError(
+                f"topic filter {v!r}: '+' and '#' must be whole levels, '#' only the last"
+            )
+    return v
+
+
+class SourceSettings(Section):
+    """One `[[mqtt.sources]]` table: a payload format and the topics it reads.
+
+    Keys other than the ones below are the format's own options (docs/formats/<format>.md),
+    checked by the format itself when the config is loaded."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=False)
+
+    name: str | None = None  # names the source in logs, metrics, quarantine; default: format
+    format: str
+    topics: list[str] | None = None  # default: the firmware's own (the format's default_topics)
+    site: str = Field(default="default", min_length=1)
+    # topic-named formats (sensord, senml): topic -> site/device/kind; default [mqtt]'s
+    topic_template: str | list[str] | None = None
+    qos: Literal[0, 1, 2] | None = None  # default: [mqtt] qos
+    max_sensors: int = Field(default=10_000, ge=1)  # sensors a format may learn
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        formats.get(v)  # UnknownFormatError (a ValueError) lists the known formats
+        return v
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topics(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("give at least one topic filter, or leave topics out")
+            for f in v:
+                check_topic_filter(f)
+        return v
+
+    @field_validator("topic_template")
+    @classmethod
+    def _check_source_templates(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if v is None:
+            return v
+        return MqttSettings._check_templates(v)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> SourceSettings:
+        factory = formats.get(self.format)
+        if self.topics is None and not getattr(factory, "default_topics", ()):
+            raise ValueError(f"format {self.format!r} has no default topics: give topics")
+        template = self.topic_template or "sensors/{site}/{device}/{kind}"
+        # the format checks its own options (a ValueError names the key)
+        factory(FormatOptions(template, 65536, options=self.options, source=self.source_name))
+        return self
+
+    @property
+    def options(self) -> dict[str, object]:
+        """The format's own keys: everything not a field of this table."""
+        return dict(self.model_extra or {})
+
+    @property
+    def source_name(self) -> str:
+        return self.name if self.name is not None else self.format
 
 
 class MqttSettings(Section):
     url: str = "mqtt://127.0.0.1:1883"
     client_id: str = "sensord"
-    topics: list[str] = Field(default_factory=lambda: ["sensors/#"], min_length=1)
+    # the source "sensord" (format "sensord"); [] when only [[mqtt.sources]] are read
+    topics: list[str] = Field(default_factory=lambda: ["sensors/#"])
     # one template, or several tried in order (the first that matches wins)
     topic_template: str | list[str] = "sensors/{site}/{device}/{kind}"
     qos: Literal[0, 1, 2] = 1
@@ -33,6 +111,8 @@ class MqttSettings(Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     tls_insecure: bool = False  # true skips the host name check (never the chain)
+    # more sources on the same connection: Zigbee2MQTT, Tasmota, … (docs/sources.md)
+    sources: list[SourceSettings] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -51,6 +131,27 @@ class MqttSettings(Section):
         if seconds > 0xFFFFFFFF:
             raise ValueError("at most 4294967295 seconds (MQTT 5 session expiry interval)")
         return seconds
+
+    @field_validator("topics")
+    @classmethod
+    def _check_native_topics(cls, v: list[str]) -> list[str]:
+        for f in v:
+            check_topic_filter(f)
+        return v
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> MqttSettings:
+        if not self.topics and not self.sources:
+            raise ValueError("topics is empty and no [[mqtt.sources]] is given: nothing to read")
+        names = ["sensord"] if self.topics else []
+        for s in self.sources:
+            if s.source_name in names:
+                raise ValueError(
+                    f"two sources are named {s.source_name!r}: give each [[mqtt.sources]] "
+                    "its own name (the [mqtt] topics are the source 'sensord')"
+                )
+            names.append(s.source_name)
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttSettings:

@@ -7,6 +7,7 @@ custom collector: a prometheus_client Counter takes a lock on every inc().
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,8 +30,28 @@ class _HotCounters(Collector):
         self._m = metrics
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        readings = CounterMetricFamily(
+            "sensord_readings", "Readings accepted from MQTT, by source", labels=["source"]
+        )
+        skipped = CounterMetricFamily(
+            "sensord_fields_skipped",
+            "Fields of accepted messages that gave no reading (text, null, …), by reason",
+            labels=["source", "reason"],
+        )
+        sources = self._m.sources
+        if sources:
+            for src in sources:
+                readings.add_metric([src.name], src.readings)
+                for reason, count in sorted(src.skipped.items()):
+                    skipped.add_metric([src.name, reason], count)
+        else:
+            readings.add_metric(["sensord"], self._m.readings)
+        yield readings
+        yield skipped
         yield CounterMetricFamily(
-            "sensord_readings", "Readings accepted from MQTT", value=self._m.readings
+            "sensord_readings_late",
+            "Readings older than their sensor's newest: kept in history, not evaluated",
+            value=self._m.late,
         )
         invalid = CounterMetricFamily(
             "sensord_readings_invalid", "MQTT messages refused, by reason", labels=["reason"]
@@ -45,7 +66,7 @@ class _HotCounters(Collector):
         )
         yield CounterMetricFamily(
             "sensord_readings_duplicate",
-            "Readings skipped as QoS 1 redeliveries (same sensor, timestamp not newer)",
+            "Readings skipped as redeliveries (same sensor, timestamp and value again)",
             value=self._m.duplicates,
         )
         yield CounterMetricFamily(
@@ -71,6 +92,7 @@ class Metrics:
         "dlq_depth",
         "duplicates",
         "invalid",
+        "late",
         "messages",
         "mqtt_connected",
         "notification_seconds",
@@ -83,6 +105,7 @@ class Metrics:
         "registry",
         "rules_loaded",
         "rules_reload_failures",
+        "sources",
     )
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -90,6 +113,9 @@ class Metrics:
         self.readings = 0
         self.invalid: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.duplicates = 0
+        self.late = 0
+        # the bridge's sources (sensord.ingest.sources.Source): per-source counters
+        self.sources: list[Any] = []
         self.messages = 0
         self.quarantined = 0
         self.quarantine_dropped = 0

@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Callable
 from datetime import datetime
+from typing import ClassVar
 
 from sensord.errors import PayloadError
 from sensord.ingest.formats import FormatOptions
@@ -25,7 +26,13 @@ class TopicFormat:
     """Base of the formats whose topic names the sensor: labels from the topic templates,
     the payload size bound, the clock-skew bound and the `[ingest.units]` conversions."""
 
+    known_options: ClassVar[frozenset[str]] = frozenset()  # the format's own option keys
+
     def __init__(self, options: FormatOptions) -> None:
+        unknown = sorted(set(options.options) - self.known_options)
+        if unknown:
+            known = ", ".join(sorted(self.known_options)) or "none"
+            raise ValueError(f"unknown option {unknown[0]!r} (this format's options: {known})")
         self.topics = TopicTemplates(options.topic_template)
         self.max_payload = options.max_payload
         self.max_clock_skew = options.max_clock_skew
