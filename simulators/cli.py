@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TextIO
 
+from simulators import devices, ecosystem
 from simulators.broker import (
     BrokerUnavailableError,
     BrokerUrl,
@@ -155,11 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"inject a fault with a probability per reading; KIND among {', '.join(FAULT_KINDS)}"
         " (repeatable)",
     )
+    native = [f.value for f in Format]
+    ecosystems = [name for name in devices.names() if name not in native]
     p.add_argument(
         "--format",
-        choices=[f.value for f in Format],
+        choices=native + ecosystems,
         default=Format.JSON.value,
-        help="payload: JSON object, bare number or SenML pack (default: %(default)s)",
+        help="payload: JSON object, bare number or SenML pack on --topic-root; or devices of "
+        f"an ecosystem ({', '.join(ecosystems)}) publishing as their firmware does, each "
+        "with one sensor per --kinds kind, --sensors devices per site "
+        "(docs/simulator.md) (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="same seed, same series (default: 0)")
     p.add_argument(
@@ -292,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trace.main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.format not in {f.value for f in Format}:
+        return _run_ecosystem(args, parser)
     cfg = _config(args, parser)
     stop = StopFlag()
 
@@ -340,3 +348,49 @@ def _scenario_note(cfg: RunConfig) -> str:
     s = cfg.scenario
     repeat = f", repeating every {s.repeat:g} s" if s.repeat else ""
     return f"scenario {s.name}: {s.description or '(no description)'} (counted from now{repeat})"
+
+
+def _run_ecosystem(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`--format zigbee2mqtt|tasmota|…`: simulated devices of that ecosystem."""
+    url = connection_url(args, parser)
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        parser.error(f"--scenario: {exc}")
+    if args.fault:
+        parser.error("--fault: only with the native formats (json, number, senml)")
+    tls = tls_context(url, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file)
+    cfg = ecosystem.EcosystemConfig(
+        fmt=args.format,
+        url=url,
+        client_id=args.client_id or f"{PROG}-{os.getpid()}",
+        qos=args.qos,
+        sites=args.sites,
+        devices=args.sensors,
+        kinds=args.kinds,
+        rate=args.rate or 1.0,
+        seed=args.seed,
+        scenario=scenario,
+        count=args.count,
+        duration_s=args.duration or None,
+        tls=tls,
+    )
+    stop = StopFlag()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.request()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = ecosystem.run(cfg, lambda: stop.requested)
+    except BrokerUnavailableError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not args.quiet:
+        print(summary_line(summary), file=sys.stderr)
+    if args.json:
+        print(summary.to_json(), flush=True)
+    return 0

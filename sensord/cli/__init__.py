@@ -1,4 +1,4 @@
-"""The command line: `sensord run|check|rules|status|alerts|silences|dlq` (main.py)."""
+"""The command line: `sensord run|check|rules|status|sources|alerts|silences|dlq` (main.py)."""
 
 from sensord.cli.main import main
 

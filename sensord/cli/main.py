@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, help="read [http] listen from this config")
     status.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    sources = sub.add_parser(
+        "sources", help="a running sensord's sources: formats, counters, discovered devices"
+    )
+    sources.add_argument("-c", "--config", type=Path, help="read [http] listen from this config")
+    sources.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
+    sources.add_argument("--json", action="store_true", help="print the raw JSON")
     client.add_arguments(sub)
     docs = sub.add_parser("docs", help="generate documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="WHAT")
@@ -141,7 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sensord.cli import status  # noqa: PLC0415 - only this verb needs it
+    """`status` and `sources`: both read a running sensord's HTTP API."""
+    from sensord.cli import status  # noqa: PLC0415 - only these verbs need it
 
     url = args.url
     if url is None:
@@ -151,16 +158,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             _print_problems(exc)
             return status.EXIT_NOT_READY
         if not settings.http.listen:
-            print("status: [http] listen is disabled in the config; pass --url", file=sys.stderr)
+            print(
+                f"{args.command}: [http] listen is disabled in the config; pass --url",
+                file=sys.stderr,
+            )
             return status.EXIT_NOT_READY
         url = f"http://{settings.http.listen}"
+    sources = args.command == "sources"
     try:
-        st = status.get(url)
+        st = status.get(url, "/api/v1/sources" if sources else "/api/v1/status")
     except status.StatusUnavailableError as exc:
-        print(f"status: {exc}", file=sys.stderr)
+        print(f"{args.command}: {exc}", file=sys.stderr)
         return status.EXIT_NOT_READY
-    print(json.dumps(st, indent=2) if args.json else status.render_status(st))
-    return status.exit_code(st)
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print(status.render_sources(st) if sources else status.render_status(st))
+    return status.EXIT_READY if sources else status.exit_code(st)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -218,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args)
-    if args.command == "status":
+    if args.command in ("status", "sources"):
         return cmd_status(args)
     if args.command == "docs":
         return cmd_docs(args)

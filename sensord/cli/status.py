@@ -10,8 +10,10 @@ from typing import Any
 EXIT_READY, EXIT_DEGRADED, EXIT_NOT_READY = 0, 1, 2
 
 
-def fetch_status(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
-    url = base_url.rstrip("/") + "/api/v1/status"
+def fetch_status(
+    base_url: str, timeout: float = 5.0, path: str = "/api/v1/status"
+) -> dict[str, Any]:
+    url = base_url.rstrip("/") + path
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own URL
         data: dict[str, Any] = json.load(resp)
         return data
@@ -52,7 +54,34 @@ def render_status(st: dict[str, Any]) -> str:
     ]
     if st.get("channels"):
         lines.append(f"{'channels':<10}{', '.join(st['channels'])}")
+    for src in st.get("sources", []):
+        lines.append(
+            f"{'source':<10}{src['name']} ({src['format']}): {src['devices']:,} device(s), "
+            f"{src['readings']:,} readings, {src['refused']:,} refused"
+        )
     return "\n".join(lines)
+
+
+def render_sources(data: dict[str, Any], devices: int = 20) -> str:
+    """`sensord sources`: per source its counters and (up to `devices`) devices."""
+    out: list[str] = []
+    for src in data["sources"]:
+        skipped = _counts(src["skipped"])
+        out += [
+            f"{src['name']}  format {src['format']}",
+            f"  topics    {', '.join(src['topics'][:10])}"
+            + (f" (+{len(src['topics']) - 10} learned)" if len(src["topics"]) > 10 else ""),
+            f"  messages  {src['messages']:,}, readings {src['readings']:,}, "
+            f"refused {src['refused']:,}",
+            f"  skipped   {skipped}",
+        ]
+        seen = src["devices"]
+        names = ", ".join(f"{d['site']}/{d['device']}" for d in seen[:devices])
+        more = f" … (+{len(seen) - devices})" if len(seen) > devices else ""
+        out.append(f"  devices   {len(seen):,}" + (f": {names}{more}" if seen else ""))
+        if src.get("discovered"):
+            out.append(f"  learned   {json.dumps(src['discovered'], sort_keys=True)[:300]}")
+    return "\n".join(out) if out else "no sources (the notify role ingests nothing)"
 
 
 def exit_code(st: dict[str, Any]) -> int:
@@ -63,9 +92,9 @@ class StatusUnavailableError(Exception):
     pass
 
 
-def get(base_url: str) -> dict[str, Any]:
+def get(base_url: str, path: str = "/api/v1/status") -> dict[str, Any]:
     try:
-        return fetch_status(base_url)
+        return fetch_status(base_url, path=path)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise StatusUnavailableError(f"cannot reach sensord at {base_url}: {reason}") from None

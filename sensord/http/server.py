@@ -76,6 +76,7 @@ class HttpServer:
         app.router.add_get("/healthz", self._health_view)
         app.router.add_get("/readyz", self._ready_view)
         app.router.add_get("/api/v1/status", self._status_view)
+        app.router.add_get("/api/v1/sources", self._sources_view)
         if self._api is not None:
             self._api.routes(app)
         if self._reload is not None:
@@ -110,6 +111,10 @@ class HttpServer:
 
     async def _status_view(self, request: web.Request) -> web.Response:
         return web.json_response(self._status())
+
+    async def _sources_view(self, request: web.Request) -> web.Response:
+        """Each source's format, topics, counters and the devices it has seen."""
+        return web.json_response({"sources": [src.summary() for src in self._metrics.sources]})
 
     async def start(self) -> None:
         if not self._settings.listen:

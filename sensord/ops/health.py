@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # read only: ops imports no stage at run time
 
 class _Connected(Protocol):
     connected: asyncio.Event
+    sources: list[Any]  # sensord.ingest.sources.Source: this module stays below ingest
 
 
 class _Pending(Protocol):
@@ -121,6 +122,19 @@ class Health:
             "readings_per_s": round(rate, 1),
             "invalid_total": {k: v for k, v in self.metrics.invalid.items() if v},
             "duplicates_total": self.metrics.duplicates,
+            "late_total": self.metrics.late,
+            "sources": [
+                {
+                    "name": src.name,
+                    "format": src.format_name,
+                    "messages": src.messages,
+                    "readings": src.readings,
+                    "refused": src.refused,
+                    "skipped": sum(src.skipped.values()),
+                    "devices": len(src.devices),
+                }
+                for src in (self.bridge.sources if self.edge else [])
+            ],
             "quarantine_pending": self.quarantine.pending,
             "alerts_active": active,
             "alerts_pending_publish": self.drain.pending,
@@ -156,6 +170,7 @@ class Health:
             "sensors": self.page.sensor_counts(now),
             "readings_total": self.metrics.readings,
             "readings_per_s": status["readings_per_s"],
+            "sources": status["sources"],
             "invalid_5m": self._invalid_window.increase(
                 time.monotonic(), sum(self.metrics.invalid.values())
             ),

@@ -90,6 +90,17 @@
     const total = dlq.reduce((a, [, n]) => a + n, 0);
     $("ov-dlq").textContent = total.toLocaleString();
     $("ov-dlq").title = dlq.map(([c, n]) => c + ": " + n).join(", ");
+    renderSources(o.sources || []);
+  }
+
+  function renderSources(sources) {
+    // one row per source; shown once more than today's one source is configured
+    $("sources").hidden = sources.length < 2;
+    const n = (v) => v.toLocaleString();
+    $("sources-table").querySelector("tbody").replaceChildren(...sources.map((src) =>
+      el("tr", { "data-source": src.name },
+        el("td", {}, src.name), el("td", {}, src.format), el("td", {}, n(src.devices)),
+        el("td", {}, n(src.readings)), el("td", {}, n(src.refused)), el("td", {}, n(src.skipped)))));
   }
 
   // ---- alerts
