@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -300,3 +301,9 @@ def test_importing_units_does_not_load_pint() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_docs_list_every_spelling() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "formats" / "units.md").read_text()
+    missing = [s for s in units.UNITS if f"`{s}`" not in doc]
+    assert missing == []
