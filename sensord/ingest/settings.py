@@ -72,12 +72,14 @@ class SourceSettings(Section):
 
     @model_validator(mode="after")
     def _check_options(self) -> SourceSettings:
-        factory = formats.get(self.format)
-        if self.topics is None and not getattr(factory, "default_topics", ()):
-            raise ValueError(f"format {self.format!r} has no default topics: give topics")
         template = self.topic_template or "sensors/{site}/{device}/{kind}"
         # the format checks its own options (a ValueError names the key)
-        factory(FormatOptions(template, 65536, options=self.options, source=self.source_name))
+        fmt = formats.create(
+            self.format,
+            FormatOptions(template, 65536, options=self.options, source=self.source_name),
+        )
+        if self.topics is None and not getattr(fmt, "default_topics", ()):
+            raise ValueError(f"format {self.format!r} has no default topics: give topics")
         return self
 
     @property

@@ -119,7 +119,7 @@ def build_sources(mqtt: MqttSettings, ingest: IngestSettings) -> list[Source]:
         )
     for s in mqtt.sources:
         fmt = formats.create(s.format, source_options(s, mqtt, ingest))
-        out.append(Source(s.source_name, s.format, fmt, topic_filters(s), _qos(s, mqtt)))
+        out.append(Source(s.source_name, s.format, fmt, topic_filters(s, fmt), _qos(s, mqtt)))
     return out
 
 
@@ -137,10 +137,11 @@ def source_options(s: SourceSettings, mqtt: MqttSettings, ingest: IngestSettings
     )
 
 
-def topic_filters(s: SourceSettings) -> list[str]:
+def topic_filters(s: SourceSettings, fmt: PayloadFormat) -> list[str]:
+    """The source's `topics`, else the format's defaults (which its options may shape)."""
     if s.topics is not None:
         return list(s.topics)
-    return list(getattr(formats.get(s.format), "default_topics", ()))
+    return list(getattr(fmt, "default_topics", ()))
 
 
 def _qos(s: SourceSettings, mqtt: MqttSettings) -> int:

@@ -71,7 +71,7 @@ class SourceLink(Protocol):
 
 class PayloadFormat(Protocol):
     """Required: `parse`. Optional, looked up with getattr by the bridge:
-    `default_topics` (class attribute, tuple of filters: the firmware's own, used when the
+    `default_topics` (attribute, tuple of filters: the firmware's own, used when the
     source names none), `skipped` (dict reason -> count of fields skipped without refusing
     the message: `sensord_fields_skipped_total{source,reason}`), `bind(link: SourceLink)`
     (called once before connecting, for formats that subscribe or publish on their own) and

@@ -69,7 +69,8 @@ class DeviceFormat:
     """Base of the device-ecosystem formats; see the module docstring."""
 
     name: ClassVar[str] = ""  # the registered name: prefix of every PayloadError detail
-    default_topics: ClassVar[tuple[str, ...]] = ()  # the firmware's own topic filters
+    # the firmware's own topic filters; an instance may derive its own from its options
+    default_topics: tuple[str, ...] = ()
     own_kinds: ClassVar[dict[str, str]] = {}  # the firmware's field names -> shared kinds
 
     def __init__(self, options: FormatOptions) -> None:

@@ -69,7 +69,8 @@ def loads_json(payload: bytes | bytearray, not_json: str) -> object:
         data, end = scan(text, 0)
         if end != len(text):
             raise ValueError("extra data")
-    except (ValueError, UnicodeDecodeError, StopIteration):
+    except (ValueError, UnicodeDecodeError, StopIteration, RecursionError):
+        # RecursionError: a payload nested ~1000 deep
         raise PayloadError(NOT_JSON, not_json) from None
     return data
 

@@ -31,7 +31,7 @@ class NativeFormat(TopicFormat):
             data, end = scan(text, 0)
             if end != len(text):
                 raise ValueError("extra data")
-        except (ValueError, UnicodeDecodeError, StopIteration):
+        except (ValueError, UnicodeDecodeError, StopIteration, RecursionError):
             raise PayloadError(NOT_JSON, "payload is neither JSON nor a number") from None
         if isinstance(data, dict):
             if "value" not in data:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sensord.events import Reading
@@ -27,7 +26,7 @@ from sensord.ingest.formats import FormatOptions, register
 from sensord.ingest.formats._device import NO_LABELS, SKIP_NESTED, DeviceFormat
 from sensord.ingest.formats._fields import MS_THRESHOLD
 from sensord.ingest.kinds import ONLINE
-from sensord.ingest.reasons import NOT_JSON, TOPIC
+from sensord.ingest.reasons import TOPIC
 
 _OPTIONS = ("full_topic", "tele_prefix", "timezone")
 _DEFAULT_FULL_TOPIC = "%prefix%/%topic%/"
@@ -110,7 +109,7 @@ def _topic_pattern(full_topic: str, prefix: str) -> re.Pattern[str]:
 @register("tasmota")
 class TasmotaFormat(DeviceFormat):
     name = "tasmota"
-    default_topics: ClassVar[tuple[str, ...]] = ("tele/+/SENSOR", "tele/+/STATE", "tele/+/LWT")
+    default_topics: tuple[str, ...] = ("tele/+/SENSOR", "tele/+/STATE", "tele/+/LWT")
 
     def __init__(self, options: FormatOptions) -> None:
         super().__init__(options)
@@ -143,17 +142,10 @@ class TasmotaFormat(DeviceFormat):
             filters = filters.replace(token, "+")
         topics = tuple(filters + suffix for suffix in _SUFFIXES)
         if topics != type(self).default_topics:
-            self.default_topics = topics  # type: ignore[misc]  # derived from full_topic
+            self.default_topics = topics  # derived from full_topic
         self._topics: dict[str, tuple[str, str]] = {}  # topic -> (device, suffix)
         self._time_text = ""  # the last `Time` parsed and its epoch (SENSOR and STATE share it)
         self._time_ts = 0.0
-
-    def json(self, payload: bytes | bytearray) -> object:
-        # the shared decoder lets json's RecursionError out (a payload nested ~1000 deep)
-        try:
-            return super().json(payload)
-        except RecursionError:
-            raise self.error("payload is not JSON (nested too deeply)", NOT_JSON) from None
 
     # ---- the hot path
 

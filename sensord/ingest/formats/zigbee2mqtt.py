@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 from sensord.events import Reading
 from sensord.ingest import kinds
@@ -29,7 +29,7 @@ from sensord.ingest.formats import FormatOptions, register
 from sensord.ingest.formats._device import NO_LABELS, DeviceFormat
 from sensord.ingest.formats._fields import MS_THRESHOLD
 from sensord.ingest.kinds import ONLINE
-from sensord.ingest.reasons import NOT_JSON, TOPIC
+from sensord.ingest.reasons import TOPIC
 
 _OPTIONS = ("base_topic",)
 _AVAILABILITY = "availability"
@@ -59,7 +59,7 @@ class Learned(NamedTuple):
 @register("zigbee2mqtt")
 class Zigbee2MqttFormat(DeviceFormat):
     name = "zigbee2mqtt"
-    default_topics: ClassVar[tuple[str, ...]] = ("zigbee2mqtt/#",)
+    default_topics: tuple[str, ...] = ("zigbee2mqtt/#",)
     own_kinds = {  # noqa: RUF012 - read-only table, as in DeviceFormat
         # the chip's own temperature: a kind of its own, so that it neither collides with
         # `temperature` in one message nor fires the room's temperature rules
@@ -82,17 +82,10 @@ class Zigbee2MqttFormat(DeviceFormat):
         self._prefix = self.base_topic + "/"
         if self.base_topic != "zigbee2mqtt":
             # derived from the option; the class attribute is the firmware's default
-            self.default_topics = (self._prefix + "#",)  # type: ignore[misc]  # per instance
+            self.default_topics = (self._prefix + "#",)  # per instance
         # device -> property -> Learned, from the last good bridge/devices
         self._learned: dict[str, dict[str, Learned]] = {}
         self._learned_count = 0
-
-    def json(self, payload: bytes | bytearray) -> object:
-        # the shared decoder lets json's RecursionError out (a payload nested ~1000 deep)
-        try:
-            return super().json(payload)
-        except RecursionError:
-            raise self.error("payload is not JSON (nested too deeply)", NOT_JSON) from None
 
     # ---- the hot path
 
