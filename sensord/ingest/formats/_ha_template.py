@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import BuiltinMethodType
 from typing import Any
 
-from jinja2 import Undefined, nodes
+from jinja2 import Template, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS
 from jinja2.runtime import Context
@@ -376,4 +376,25 @@ def compile_template(source: str, max_size: int) -> ValueTemplate:
         template = ENV.from_string(tree)
     except Exception as exc:  # noqa: BLE001 - unknown filter/test, compiler limits
         raise TemplateRefused(f"does not compile: {type(exc).__name__}: {exc}") from None
-    return ValueTemplate(source, template.render, uses_json)
+    return ValueTemplate(source, _renderer(template), uses_json)
+
+
+def _renderer(template: Template) -> Callable[[Mapping[str, object]], str]:
+    """`template.render`, minus a new Context per call (measured 16 of its 27 us here).
+
+    Jinja2 internals (CONVENTIONS 12; Jinja2 3.1): one Context per template, its `parent`
+    dict (where names resolve, after the template's own `vars`) refilled per render, and
+    the compiled `root_render_func` joined as `render` does. Safe because a checked
+    template assigns nothing (no `set`, no blocks, no loops: `vars` stays empty) and one
+    format object renders from one thread. Without Jinja2's traceback rewriting: the
+    caller counts the error, it never shows it. test_homeassistant compares both paths."""
+    context = template.new_context({})
+    names = context.parent
+    root = template.root_render_func
+
+    def render(values: Mapping[str, object]) -> str:
+        names.clear()
+        names.update(values)
+        return "".join(root(context))
+
+    return render

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from sensord.errors import PayloadError
 from sensord.events import Reading
 from sensord.ingest.formats import FormatOptions, create, names
-from sensord.ingest.formats._ha_template import TemplateRefused, compile_template
+from sensord.ingest.formats._ha_template import ENV, TemplateRefused, compile_template
 from sensord.ingest.formats.homeassistant import HomeAssistantFormat
 from sensord.ingest.units import Conversion
 from simulators.devices import get as get_device
@@ -466,6 +467,37 @@ def test_sandbox_escape_is_a_security_error() -> None:
     assert template.render({"value": "", "value_json": {}}) == ""
     with pytest.raises(TemplateRefused, match="__class__"):
         compile_template("{{ ''.__class__ }}", 1024)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ value_json.temperature }}",
+        "{{ value }}",
+        "{% if value_json.t is defined %}{{ value_json.t | float * 2 }}{% else %}none{% endif %}",
+        "{{ value_json.missing }}|{{ value.split(',')[0] }}",
+        "{{ 'ON' if value_json.t > 20 else 'OFF' }}",
+    ],
+)
+def test_fast_render_is_jinja2_render(source: str) -> None:
+    # _renderer reuses one Context (Jinja2 internals): the same text as Template.render,
+    # render after render, with and without value_json
+    fast = compile_template(source, 1024)
+    slow = ENV.from_string(source)
+    contexts: list[dict[str, object]] = [
+        {"value": "1,2", "value_json": {"temperature": 1.5, "t": 30}},
+        {"value": "3"},
+        {"value": "a,b", "value_json": {"t": 10}},
+    ]
+    for context in contexts:
+        assert _outcome(fast.render, context) == _outcome(slow.render, context)
+
+
+def _outcome(render: Callable[[dict[str, object]], str], context: dict[str, object]) -> str:
+    try:
+        return render(context)
+    except Exception as exc:  # noqa: BLE001 - the error's type is the outcome compared
+        return type(exc).__name__
 
 
 def test_template_size_cap() -> None:
