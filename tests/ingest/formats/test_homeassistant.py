@@ -145,8 +145,10 @@ DEVICE_CONFIG = (
     },
 )
 
-# Zigbee2MQTT's discovery of an Aqara WSDCGQ11LM (zigbee2mqtt lib/extension/homeassistant.ts:
-# availability list, `value_template` per sensor, device with identifiers and name)
+# A Zigbee2MQTT discovery config of an Aqara WSDCGQ11LM, in the shape that
+# https://github.com/Koenkk/zigbee2mqtt/blob/master/lib/extension/homeassistant.ts publishes
+# (availability list with a value_template on bridge/state, device identifiers and name,
+# origin); written after it, fields abridged, not a byte-for-byte capture
 Z2M_TEMP = (
     "homeassistant/sensor/0x00158d0001a2b3c4/temperature/config",
     {
