@@ -21,20 +21,28 @@ PACK = b'[{"bn": "urn:dev:ow:10e2073a:", "bt": 1800000000, "bu": "Cel", "n": "te
 PACK += b' {"n": "humidity", "u": "%RH", "v": 40, "t": 1}]'
 
 
-def test_todays_formats_are_registered_by_name() -> None:
-    assert formats.names() == ("senml", "sensord")
+# the formats of the sources contract (ARCHITECTURE.md, docs/sources.md)
+CONTRACT = (
+    "esphome", "homeassistant", "influx", "senml", "sensord", "shelly", "sparkplug",
+    "tasmota", "zigbee2mqtt",
+)  # fmt: skip
+
+
+def test_the_contracts_formats_are_registered_by_name() -> None:
+    assert formats.names() == CONTRACT
     assert formats.get("sensord") is NativeFormat
     assert formats.get("senml") is SenmlFormat
 
 
 def test_an_unknown_format_is_an_error_that_lists_the_known_ones() -> None:
+    known = ", ".join(CONTRACT)
     with pytest.raises(UnknownFormatError) as info:
-        formats.get("zigbee2mqtt")
-    assert str(info.value) == "unknown payload format 'zigbee2mqtt'; known formats: senml, sensord"
-    assert info.value.known == ("senml", "sensord")
+        formats.get("zigbee3000")
+    assert str(info.value) == f"unknown payload format 'zigbee3000'; known formats: {known}"
+    assert info.value.known == CONTRACT
     assert isinstance(info.value, ValueError)  # a pydantic validator turns it into a key error
-    with pytest.raises(UnknownFormatError, match="known formats: senml, sensord"):
-        PayloadParser(TEMPLATE, 1024, payload_format="tasmota")
+    with pytest.raises(UnknownFormatError, match=f"known formats: {known}"):
+        PayloadParser(TEMPLATE, 1024, payload_format="lorawan")
 
 
 def test_every_public_module_of_the_package_registers_a_format() -> None:

@@ -232,6 +232,8 @@ class SparkplugFormat(DeviceFormat):
         ):
             raise ValueError(f"group: must be a Sparkplug group_id (no / + #), got {group!r}")
         self.group: str | None = group
+        if group is not None:  # subscribe to that group only
+            self.default_topics = (f"spBv1.0/{group}/#",)
         self.rebirth = _bool_option(opts, "rebirth", False)
         self.site_from_group = _bool_option(opts, "site_from_group", False)
         interval = opts.get("rebirth_interval", 5.0)
