@@ -106,7 +106,7 @@ class ShellyFormat(DeviceFormat):
                 raise self.error(f"topic {topic[:80]!r} has no device prefix", "topic")
             data = self.json_object(payload)
             method = data.get("method")
-            if method not in _NOTIFY:
+            if not isinstance(method, str) or method not in _NOTIFY:
                 if isinstance(method, str) or (
                     method is None and ("result" in data or "error" in data)
                 ):
