@@ -105,9 +105,7 @@ class DeviceFormat:
 
     def check_size(self, payload: bytes | bytearray) -> None:
         if len(payload) > self.max_payload:
-            raise PayloadError(
-                TOO_LARGE, f"{self.name}: {len(payload)} bytes > {self.max_payload}"
-            )
+            raise PayloadError(TOO_LARGE, f"{self.name}: {len(payload)} bytes > {self.max_payload}")
 
     def json(self, payload: bytes | bytearray) -> object:
         self.check_size(payload)
