@@ -119,7 +119,10 @@ class ShellyFormat(DeviceFormat):
             if raw_ts is None:
                 ts = now
             elif isinstance(raw_ts, int | float) and not isinstance(raw_ts, bool):
-                ts = float(raw_ts)
+                try:
+                    ts = float(raw_ts)
+                except OverflowError:  # an integer too large for a double
+                    ts = math.inf
                 if not math.isfinite(ts):
                     raise self.error("params.ts is not a finite number")
                 if ts < _CLOCK_SET:
