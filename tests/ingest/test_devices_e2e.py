@@ -29,7 +29,7 @@ VALUES = {"temperature": 21.5, "humidity": 48.0}
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path / "mosquitto")
+    b = PrivateMosquitto(tmp_path)
     b.start()
     yield b
     b.stop()
@@ -42,7 +42,7 @@ def test_every_format_of_the_issue_has_a_simulated_device() -> None:
 
 
 def _sensors(listing: dict[str, Any]) -> list[tuple[str, str, str, float]]:
-    return [(s["site"], s["device"], s["kind"], s["value"]) for s in listing["items"]]
+    return [(s["site"], s["device"], s["kind"], s["value"]) for s in listing["sensors"]]
 
 
 def _send(pub: MqttPublisher, messages: list[tuple[str, bytes, int, bool]]) -> None:

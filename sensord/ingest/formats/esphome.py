@@ -81,7 +81,7 @@ class EsphomeFormat(DeviceFormat):
     """ESPHome state topics, node status and the node's own discovery configs."""
 
     name = "esphome"
-    default_topics = (
+    default_topics: tuple[str, ...] = (
         "+/sensor/+/state",
         "+/binary_sensor/+/state",
         "+/status",
@@ -113,7 +113,7 @@ class EsphomeFormat(DeviceFormat):
             if self.discovery_prefix:
                 topics += [f"{self.discovery_prefix}/{c}/+/+/config" for c in _COMPONENTS]
             # the instance's own default filters (the bridge reads default_topics by getattr)
-            object.__setattr__(self, "default_topics", tuple(topics))
+            self.default_topics = tuple(topics)
         self._cache: dict[str, Sensor] = {}  # state topic -> Sensor, from the topic alone
         self._learned: dict[str, Sensor] = {}  # state topic -> Sensor, from discovery
         self._configs: dict[str, str] = {}  # discovery topic -> its state topic

@@ -130,7 +130,7 @@ class HomeAssistantFormat(DeviceFormat):
     """Home Assistant MQTT discovery: sensors and binary sensors; see the module docstring."""
 
     name = "homeassistant"
-    default_topics = ("homeassistant/+/+/config", "homeassistant/+/+/+/config")
+    default_topics: tuple[str, ...] = ("homeassistant/+/+/config", "homeassistant/+/+/+/config")
 
     def __init__(self, options: FormatOptions) -> None:
         super().__init__(options)
@@ -159,7 +159,7 @@ class HomeAssistantFormat(DeviceFormat):
         self.budget = float(budget) / 1000.0
         # the firmware's topics under this source's prefix (the class attribute is the
         # default prefix's); set on the instance, where the bridge looks it up
-        self.__dict__["default_topics"] = (f"{prefix}/+/+/config", f"{prefix}/+/+/+/config")
+        self.default_topics = (f"{prefix}/+/+/config", f"{prefix}/+/+/+/config")
         self._config_start = prefix + "/"
         self.sensors: dict[str, Sensor] = {}  # key -> sensor
         self._by_config: dict[str, set[str]] = {}  # config topic -> keys

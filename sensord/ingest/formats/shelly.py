@@ -80,7 +80,7 @@ class ShellyFormat(DeviceFormat):
     """Shelly Gen2/Gen3 RPC notifications, status topics and `online`."""
 
     name = "shelly"
-    default_topics = ("+/events/rpc", "+/status/+", "+/online")
+    default_topics: tuple[str, ...] = ("+/events/rpc", "+/status/+", "+/online")
 
     def __init__(self, options: FormatOptions) -> None:
         super().__init__(options)
@@ -95,7 +95,7 @@ class ShellyFormat(DeviceFormat):
             topics = tuple(
                 f"{p}/{t}" for p in prefixes for t in ("events/rpc", "status/+", "online")
             )
-            object.__setattr__(self, "default_topics", topics)
+            self.default_topics = topics
         # component key -> (component type, the sensor label); bounded
         self._components: dict[str, tuple[str, dict[str, str]]] = {}
 

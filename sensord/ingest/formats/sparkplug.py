@@ -218,7 +218,7 @@ class SparkplugFormat(DeviceFormat):
     """Sparkplug B 3.0 births, data and deaths; see the module docstring."""
 
     name = "sparkplug"
-    default_topics = ("spBv1.0/#",)
+    default_topics: tuple[str, ...] = ("spBv1.0/#",)
 
     def __init__(self, options: FormatOptions) -> None:
         super().__init__(options)
