@@ -22,19 +22,21 @@ PACK += b' {"n": "humidity", "u": "%RH", "v": 40, "t": 1}]'
 
 
 def test_todays_formats_are_registered_by_name() -> None:
-    assert formats.names() == ("senml", "sensord")
+    assert {"senml", "sensord"} <= set(formats.names())
+    assert formats.names() == tuple(sorted(formats.names()))
     assert formats.get("sensord") is NativeFormat
     assert formats.get("senml") is SenmlFormat
 
 
 def test_an_unknown_format_is_an_error_that_lists_the_known_ones() -> None:
     with pytest.raises(UnknownFormatError) as info:
-        formats.get("zigbee2mqtt")
-    assert str(info.value) == "unknown payload format 'zigbee2mqtt'; known formats: senml, sensord"
-    assert info.value.known == ("senml", "sensord")
+        formats.get("nonesuch")
+    known = ", ".join(formats.names())
+    assert str(info.value) == f"unknown payload format 'nonesuch'; known formats: {known}"
+    assert info.value.known == formats.names()
     assert isinstance(info.value, ValueError)  # a pydantic validator turns it into a key error
-    with pytest.raises(UnknownFormatError, match="known formats: senml, sensord"):
-        PayloadParser(TEMPLATE, 1024, payload_format="tasmota")
+    with pytest.raises(UnknownFormatError, match=f"known formats: {known}"):
+        PayloadParser(TEMPLATE, 1024, payload_format="nonesuch")
 
 
 def test_every_public_module_of_the_package_registers_a_format() -> None:
