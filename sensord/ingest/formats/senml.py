@@ -21,6 +21,7 @@ self-describe tag (0xd9 0xd9 0xf7) is CBOR, anything else JSON.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import cbor2
 
@@ -98,6 +99,10 @@ ENCODINGS = ("auto", "json", "cbor")
 @register("senml")
 class SenmlFormat(TopicFormat):
     """SenML packs (JSON or CBOR) and nothing else (no bare number, no object)."""
+
+    # no firmware of its own: the layout of the simulated device, with the topic template
+    # `senml/{site}/{device}/{kind}` (docs/formats/senml.md)
+    default_topics: ClassVar[tuple[str, ...]] = ("senml/#",)
 
     def __init__(self, options: FormatOptions) -> None:
         super().__init__(options)
