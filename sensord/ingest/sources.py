@@ -124,7 +124,9 @@ def build_sources(mqtt: MqttSettings, ingest: IngestSettings) -> list[Source]:
 
 
 def source_options(s: SourceSettings, mqtt: MqttSettings, ingest: IngestSettings) -> FormatOptions:
-    template = s.topic_template if s.topic_template is not None else mqtt.templates
+    template = s.topic_template
+    if template is None:  # the format's own default, else [mqtt]'s
+        template = getattr(formats.get(s.format), "default_topic_template", None) or mqtt.templates
     return FormatOptions(
         template,
         mqtt.max_payload,

@@ -1,5 +1,6 @@
 """Format "sensord": a JSON object `{"value": …, "ts": …, "unit": …}`, a bare number, or
-a SenML pack, told apart by the JSON's shape; site, device and kind from the topic.
+a SenML pack (JSON, or CBOR: RFC 8428 §6), told apart by the JSON's shape (CBOR by its first
+byte, which no UTF-8 text starts with); site, device and kind from the topic.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from sensord.ingest.formats import register
 from sensord.ingest.formats._fields import JSON_WS, TopicFormat, parse_ts, scan, skew_error
 from sensord.ingest.formats._fields import number as _number
 from sensord.ingest.formats._fields import unit as _unit
-from sensord.ingest.formats.senml import decode_pack
+from sensord.ingest.formats.senml import decode_pack, is_cbor, loads_cbor
 from sensord.ingest.reasons import NOT_JSON, SCHEMA, TOO_LARGE
 
 
@@ -32,6 +33,10 @@ class NativeFormat(TopicFormat):
             if end != len(text):
                 raise ValueError("extra data")
         except (ValueError, UnicodeDecodeError, StopIteration, RecursionError):
+            # a SenML CBOR pack starts with a byte no UTF-8 text starts with: tried only
+            # here, after JSON failed, so that it costs the JSON path nothing
+            if is_cbor(payload):
+                return decode_pack(self, loads_cbor(payload), site, device, kind, extra, now)
             raise PayloadError(NOT_JSON, "payload is neither JSON nor a number") from None
         if isinstance(data, dict):
             if "value" not in data:
