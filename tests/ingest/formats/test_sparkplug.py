@@ -26,8 +26,9 @@ from sensord.errors import PayloadError
 from sensord.events import Reading
 from sensord.ingest import formats
 from sensord.ingest.formats import FormatOptions
-from sensord.ingest.formats import sparkplug as spb
-from sensord.ingest.formats.sparkplug import Payload, SparkplugFormat
+from sensord.ingest.formats import _sparkplug_model as spb
+from sensord.ingest.formats._sparkplug_model import Payload
+from sensord.ingest.formats.sparkplug import SparkplugFormat
 from sensord.ingest.reasons import SCHEMA, TOO_LARGE, TOPIC
 from simulators.devices import get as get_device
 
