@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_connection_options(p)
     p.add_argument(
-        "--topic-root", default="sensors", help="first topic level (default: %(default)s)"
+        "--topic-root",
+        default=None,
+        help="first topic level (default: sensors); with an ecosystem --format, a prefix "
+        "put before the firmware's own topics (default: none), e.g. to isolate a test",
     )
     p.add_argument(
         "--sites",
@@ -253,7 +256,7 @@ def connection_url(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
     url = connection_url(args, parser)
-    topic_root = args.topic_root.strip("/")
+    topic_root = (args.topic_root or "sensors").strip("/")
     if not topic_root or any(c in topic_root for c in "+#\0"):
         parser.error(f"--topic-root {args.topic_root!r}: must be non-empty, without + # or NUL")
     try:
@@ -374,6 +377,7 @@ def _run_ecosystem(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         count=args.count,
         duration_s=args.duration or None,
         tls=tls,
+        prefix=(args.topic_root or "").strip("/"),
     )
     stop = StopFlag()
 

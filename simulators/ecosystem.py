@@ -44,6 +44,7 @@ class EcosystemConfig:
     count: int  # reports in all; 0 = no limit
     duration_s: float | None
     tls: ssl.SSLContext | None = None
+    prefix: str = ""  # put before every topic the firmware uses ("" = none)
 
 
 class _Device:
@@ -80,6 +81,7 @@ class _Client:
 
     def __init__(self, cfg: EcosystemConfig) -> None:
         self.qos = cfg.qos
+        self.prefix = cfg.prefix + "/" if cfg.prefix else ""
         self.sent = self.errors = 0
         self.mqtt = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -99,7 +101,7 @@ class _Client:
 
     def send(self, messages: list[devices.Msg]) -> None:
         for topic, payload, qos, retain in messages:
-            info = self.mqtt.publish(topic, payload, min(qos, self.qos), retain)
+            info = self.mqtt.publish(self.prefix + topic, payload, min(qos, self.qos), retain)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self.sent += 1
             else:

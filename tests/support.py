@@ -544,6 +544,21 @@ class MqttRecorder:
             sock.close()
 
 
+async def clear_retained(topic_filter: str, port: int = MQTT_PORT) -> int:
+    """Delete the retained messages under `topic_filter` (an empty retained payload each):
+    what simulated devices leave on the shared broker. Returns how many."""
+    recorder = MqttRecorder(topic_filter, port)
+    try:
+        await wait_for(lambda: recorder.subscribed)
+        await asyncio.sleep(0.5)  # the broker sends the retained messages right after SUBACK
+        retained = {topic for topic, _payload, retain in recorder.messages if retain}
+        for topic in retained:
+            recorder.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+    finally:
+        recorder.close()
+    return len(retained)
+
+
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
 
 

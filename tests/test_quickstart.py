@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import config_queues, delete_amqp, free_port, uid
+from tests.support import clear_retained, config_queues, delete_amqp, free_port, uid
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +36,18 @@ async def test_demo_shows_firing_within_30s_then_resolution_and_stops_on_ctrl_c(
         "SENSORD_MQTT__PERSISTENT_SESSION": "false",
         "SENSORD_HTTP__LISTEN": f"127.0.0.1:{free_port()}",
         "SIM_ARGS": f"--topic-root {topic_root}",
+        # the Zigbee2MQTT thermometers under the test's own prefix, and the source to match
+        "SIM_Z2M_ARGS": f"--topic-root {topic_root}",
+        "SENSORD_MQTT__SOURCES": json.dumps(
+            [
+                {
+                    "name": "zigbee",
+                    "format": "zigbee2mqtt",
+                    "site": "home",
+                    "base_topic": f"{topic_root}/zigbee2mqtt",
+                }
+            ]
+        ),
         # its own state file: alerts a developer's `make run` left firing must not count
         "SENSORD_STATE__PATH": str(tmp_path / "state.db"),
         "PYTHONUNBUFFERED": "1",
@@ -67,12 +80,15 @@ async def test_demo_shows_firing_within_30s_then_resolution_and_stops_on_ctrl_c(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         await delete_amqp(*config_queues(ROOT / "sensord.toml", env))
+        await clear_retained(f"{topic_root}/#")  # the thermometers' availability, bridge/devices
     text = out_path.read_text(errors="replace")
     assert fired_at is not None, text
     assert fired_at <= 30, f"first FIRING after {fired_at:.1f}s"
     assert resolved_at is not None, text
     line = next(ln for ln in text.splitlines() if re.search(r"FIRING +critical", ln))
-    assert "plant-1/t-" in line
+    assert "plant-1/t-" in line or "home/plant-1-dev-" in line
+    # the Zigbee2MQTT thermometers fire the same rule
+    assert re.search(r"FIRING +critical +critical-temperature .*home/plant-1-dev-", text), text
     assert "threshold=80" in line
     assert rc == 0, text
     assert "Traceback" not in text
