@@ -40,6 +40,7 @@ KINDS: dict[str, str | None] = {
     "power_factor": "%",
     "pressure": "hPa",
     "reactive_power": "var",
+    "returned_energy": "kWh",  # energy fed back to the grid (Shelly ret_aenergy, Tasmota Export)
     "signal_strength": "dBm",
     "sound_pressure": "dB",
     "speed": "m/s",

@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 
 from simulators import devices
-from tests.support import MqttPublisher, PrivateMosquitto, SensordProcess, run_cli, running
+from tests.support import (
+    MqttPublisher,
+    PrivateMosquitto,
+    SensordProcess,
+    delete_amqp,
+    get_queue_messages,
+    run_cli,
+    running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -97,3 +106,37 @@ async def test_a_simulated_device_is_read_end_to_end(
             assert "e2e/" in cli.stdout  # a device it has seen
     finally:
         pub.close()
+
+
+# one message per format that is not what its firmware sends: refused, quarantined
+MALFORMED = [
+    ("zigbee2mqtt", "zigbee2mqtt/kitchen", b"{not json"),
+    ("tasmota", "tele/kitchen/SENSOR", b"[1, 2"),
+    ("shelly", "shelly-1/events/rpc", b"\xff\xfe"),
+    ("sparkplug", "spBv1.0/plant/NDATA/edge-1", b"\xff\xff\xff\xff"),
+    ("influx", "telegraf/h1/cpu", b"no fields here"),
+]
+
+
+async def test_malformed_device_messages_are_quarantined_naming_source_and_format(
+    sensord: SensordProcess, broker: PrivateMosquitto
+) -> None:
+    sensord.mqtt_port = broker.port
+    sensord.extra_toml = "".join(
+        f'[[mqtt.sources]]\nname = "src-{fmt}"\nformat = "{fmt}"\n' for fmt, _t, _p in MALFORMED
+    )
+    queue = f"{sensord.prefix}.quarantine"
+    pub = MqttPublisher(broker.port)
+    try:
+        async with running(sensord):
+            await wait_for(lambda: "connected to RabbitMQ" in sensord.stderr())
+            for _fmt, topic, payload in MALFORMED:
+                pub.publish(topic, payload)
+            await sensord.wait_metric("sensord_quarantine_published_total", len(MALFORMED))
+            messages = await get_queue_messages(queue)
+    finally:
+        pub.close()
+        await delete_amqp(sensord.prefix, [queue])
+    details = {json.loads(m.body)["topic"]: json.loads(m.body)["detail"] for m in messages}
+    for fmt, topic, _payload in MALFORMED:
+        assert details[topic].startswith(f"source src-{fmt}: {fmt}: "), details[topic]
