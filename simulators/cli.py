@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import TextIO
 
 from simulators import devices, ecosystem
@@ -25,7 +23,7 @@ from simulators.faults import FaultRates, parse_fault
 from simulators.launch import RunConfig, run_here, run_parallel
 from simulators.payloads import Format
 from simulators.physics import KINDS
-from simulators.runner import Progress, StopFlag, Summary
+from simulators.runner import Progress, StopFlag, Summary, stop_on_signals
 from simulators.scenario import FAULT_KINDS, ScenarioError, builtin_names, load_scenario
 from simulators.wire import MAX_INFLIGHT_LIMIT
 
@@ -305,38 +303,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_ecosystem(args, parser)
     cfg = _config(args, parser)
     stop = StopFlag()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.request()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     line = ProgressLine(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
 
     def on_connected() -> None:
         if not args.quiet and cfg.scenario is not None:
             print(f"{PROG}: {_scenario_note(cfg)}", file=sys.stderr)
 
-    try:
-        if cfg.processes == 1:
-            summary = run_here(
-                cfg,
-                stop,
-                on_connected=on_connected,
-                on_progress=line.draw if line is not None else None,
-            )
-        else:
-            on_connected()
-            summary = run_parallel(cfg, stop, on_progress=line.draw if line else None)
-    except BrokerUnavailableError as exc:
-        if line is not None:
-            line.clear()
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if line is not None:
-            line.clear()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(stop):
+        try:
+            if cfg.processes == 1:
+                summary = run_here(
+                    cfg,
+                    stop,
+                    on_connected=on_connected,
+                    on_progress=line.draw if line is not None else None,
+                )
+            else:
+                on_connected()
+                summary = run_parallel(cfg, stop, on_progress=line.draw if line else None)
+        except BrokerUnavailableError as exc:
+            if line is not None:
+                line.clear()
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if line is not None:
+                line.clear()
     if summary is None:  # stopped before connecting
         summary = Summary(sent=0, errors=0, elapsed_s=0.0, rate=0.0, qos=cfg.qos)
     if not args.quiet:
@@ -380,19 +372,12 @@ def _run_ecosystem(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         prefix=(args.topic_root or "").strip("/"),
     )
     stop = StopFlag()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.request()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        summary = ecosystem.run(cfg, lambda: stop.requested)
-    except BrokerUnavailableError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(stop):
+        try:
+            summary = ecosystem.run(cfg, lambda: stop.requested)
+        except BrokerUnavailableError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
     if not args.quiet:
         print(summary_line(summary), file=sys.stderr)
     if args.json:

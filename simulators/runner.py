@@ -3,10 +3,13 @@ sink on schedule."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Protocol
 
 BATCH_MAX = 512
@@ -30,6 +33,22 @@ class StopFlag:
         if self.requested:
             self.forced = True
         self.requested = True
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopFlag) -> Iterator[StopFlag]:
+    """While inside: SIGINT and SIGTERM call `stop.request()`. On leaving, however left, the
+    handlers found on entering are back."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.request()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Outgoing(Protocol):

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -34,7 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from simulators.broker import BrokerUrl, tls_context
 from simulators.errors import SimulatorError
-from simulators.runner import StopFlag, run
+from simulators.runner import StopFlag, run, stop_on_signals
 from simulators.wire import MAX_INFLIGHT_LIMIT, WirePublisher
 
 FORMAT_VERSION = 1
@@ -225,35 +223,32 @@ def _record(args: argparse.Namespace, url: BrokerUrl) -> int:
             print(f"{PROG}: cannot connect to MQTT broker {url}: {exc}", file=sys.stderr)
             return 1
         recorder.client.loop_start()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.request()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            if not recorder.connected.wait(10) or recorder.refused:
-                why = recorder.refused or "no answer within 10 s"
-                print(f"{PROG}: MQTT broker {url}: {why}", file=sys.stderr)
-                return 1
-            if not recorder.subscribed.wait(10):
-                print(
-                    f"{PROG}: MQTT broker {url} did not confirm the subscription", file=sys.stderr
-                )
-                return 1
-            if not args.quiet:
-                print(f"{PROG}: recording {', '.join(topics)} to {args.output}", file=sys.stderr)
-            started = time.monotonic()
-            while not stop.requested:
-                if args.count and recorder.count >= args.count:
-                    break
-                if args.duration and time.monotonic() - started >= args.duration:
-                    break
-                time.sleep(0.02)
-        finally:
-            recorder.client.disconnect()
-            recorder.client.loop_stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with stop_on_signals(stop):
+            try:
+                if not recorder.connected.wait(10) or recorder.refused:
+                    why = recorder.refused or "no answer within 10 s"
+                    print(f"{PROG}: MQTT broker {url}: {why}", file=sys.stderr)
+                    return 1
+                if not recorder.subscribed.wait(10):
+                    print(
+                        f"{PROG}: MQTT broker {url} did not confirm the subscription",
+                        file=sys.stderr,
+                    )
+                    return 1
+                if not args.quiet:
+                    print(
+                        f"{PROG}: recording {', '.join(topics)} to {args.output}", file=sys.stderr
+                    )
+                started = time.monotonic()
+                while not stop.requested:
+                    if args.count and recorder.count >= args.count:
+                        break
+                    if args.duration and time.monotonic() - started >= args.duration:
+                        break
+                    time.sleep(0.02)
+            finally:
+                recorder.client.disconnect()
+                recorder.client.loop_stop()
         elapsed = time.monotonic() - started
     if not args.quiet:
         print(
@@ -282,36 +277,30 @@ def _replay(args: argparse.Namespace, url: BrokerUrl) -> int:
     source = TraceSource(messages, args.speed)
     tls = tls_context(url, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file)
     stop = StopFlag()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.request()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    line = ProgressLine(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
-    try:
-        with WirePublisher(
-            url,
-            client_id=args.client_id or f"{PROG}-replay-{id(source):x}",
-            qos=args.qos,
-            max_inflight=args.max_inflight,
-            tls=tls,
-        ) as publisher:
-            publisher.connect(cancelled=lambda: stop.requested)
-            summary = run(
-                source,
-                publisher,
-                stop=stop,
-                count=len(messages),
-                on_progress=line.draw if line is not None else None,
-            )
-    except SimulatorError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if line is not None:
-            line.clear()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(stop):
+        line = ProgressLine(sys.stderr) if not args.quiet and sys.stderr.isatty() else None
+        try:
+            with WirePublisher(
+                url,
+                client_id=args.client_id or f"{PROG}-replay-{id(source):x}",
+                qos=args.qos,
+                max_inflight=args.max_inflight,
+                tls=tls,
+            ) as publisher:
+                publisher.connect(cancelled=lambda: stop.requested)
+                summary = run(
+                    source,
+                    publisher,
+                    stop=stop,
+                    count=len(messages),
+                    on_progress=line.draw if line is not None else None,
+                )
+        except SimulatorError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if line is not None:
+                line.clear()
     if not args.quiet:
         print(summary_line(summary), file=sys.stderr)
     if args.json:

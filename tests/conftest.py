@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MqttPublisher, SensordProcess, WebhookSink, uid
+from tests.support import MqttPublisher, PrivateMosquitto, SensordProcess, WebhookSink, uid
 
 
 @pytest.fixture
@@ -13,6 +13,15 @@ def mqtt_pub() -> Iterator[MqttPublisher]:
     pub = MqttPublisher()
     yield pub
     pub.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    """A private Mosquitto of this test's own, on a free port, stopped after the test."""
+    b = PrivateMosquitto(tmp_path)
+    b.start()
+    yield b
+    b.stop()
 
 
 @pytest.fixture

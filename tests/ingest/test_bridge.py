@@ -11,7 +11,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,6 @@ HOT = Rule.model_validate(
         "severity": "critical",
     }
 )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
 
 
 @dataclass

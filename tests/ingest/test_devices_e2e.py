@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,14 +32,6 @@ pytestmark = pytest.mark.e2e
 
 # one report per device: shared kinds -> values a real sensor could give
 VALUES = {"temperature": 21.5, "humidity": 48.0}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
 
 
 def test_every_format_of_the_issue_has_a_simulated_device() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from sensord.ingest.sources import Router, Source, specificity
 from sensord.ops.config import load_settings
 from sensord.ops.metrics import Metrics
 from tests.support import MqttPublisher, PrivateMosquitto, uid, wait_for
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
 
 
 def write_config(tmp_path: Path, text: str) -> Path:

@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from sensord.ingest import formats
 from sensord.ingest.formats import FormatOptions
 from tests.support import MqttRecorder, PrivateMosquitto, run_sim, wait_for
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    b = PrivateMosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
 
 
 async def test_tasmota_devices_publish_births_reports_and_deaths(broker: PrivateMosquitto) -> None:

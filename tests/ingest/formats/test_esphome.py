@@ -4,7 +4,6 @@ node's Home Assistant discovery configs, shaped as ESPHome's MQTT component publ
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 
 import pytest
@@ -13,44 +12,22 @@ from hypothesis import strategies as st
 
 from sensord.errors import PayloadError
 from sensord.events import Reading
-from sensord.ingest import formats
-from sensord.ingest.formats import FormatOptions
 from sensord.ingest.formats.esphome import EsphomeFormat
 from simulators import devices
+from tests.ingest.formats.support import (
+    JSON_VALUES,
+    FakeLink,
+    check_readings,
+    create,
+    parse_or_refused,
+    refused,
+)
 
 NOW = 1_700_000_000.0
 
 
-class FakeLink:
-    """The bridge's side of `bind`: records what the format subscribes to."""
-
-    def __init__(self) -> None:
-        self.subscribed: list[str] = []
-        self.unsubscribed: list[str] = []
-
-    def subscribe(self, topic_filter: str) -> None:
-        self.subscribed.append(topic_filter)
-
-    def unsubscribe(self, topic_filter: str) -> None:
-        self.unsubscribed.append(topic_filter)
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        raise AssertionError("esphome publishes nothing")
-
-
 def make(**options: object) -> EsphomeFormat:
-    units = options.pop("units", {})
-    max_sensors = options.pop("max_sensors", 10_000)
-    assert isinstance(max_sensors, int)
-    assert isinstance(units, dict)
-    fmt = formats.create(
-        "esphome",
-        FormatOptions(
-            "unused", 65536, units=units, options=options, site="home", max_sensors=max_sensors
-        ),
-    )
-    assert isinstance(fmt, EsphomeFormat)
-    return fmt
+    return create("esphome", EsphomeFormat, **options)
 
 
 def one(fmt: EsphomeFormat, topic: str, payload: bytes) -> Reading:
@@ -299,7 +276,7 @@ def test_learned_sensors_are_capped_and_the_refusal_counted() -> None:
 
 def test_a_custom_state_topic_is_subscribed_and_forgotten_with_its_config() -> None:
     fmt = make()
-    link = FakeLink()
+    link = FakeLink("esphome")
     fmt.bind(link)
     cfg = config(TEMPERATURE_CONFIG, stat_t="custom/lr/temp")
     fmt.parse(TEMPERATURE_CONFIG_TOPIC, cfg, NOW)
@@ -356,10 +333,7 @@ def test_discovery_off() -> None:
 def test_malformed_messages_are_refused_with_a_reason_naming_the_format(
     topic: str, payload: bytes, reason: str
 ) -> None:
-    with pytest.raises(PayloadError) as info:
-        make().parse(topic, payload, NOW)
-    assert info.value.reason == reason
-    assert info.value.detail.startswith("esphome: ")
+    assert refused(make(), topic, payload, NOW, "esphome").reason == reason
 
 
 @pytest.mark.parametrize(
@@ -391,13 +365,7 @@ _TOPICS = st.sampled_from(
         "x",
     ]
 )
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+_JSON = JSON_VALUES
 _CONFIG = st.dictionaries(
     st.sampled_from(["stat_t", "unit_of_meas", "dev_cla", "~", "state_topic", "name"]),
     _JSON | st.sampled_from(["livingroom/sensor/living_room_temperature/state", "~/state", "°C"]),
@@ -407,28 +375,15 @@ _CONFIG = st.dictionaries(
 
 def _check(fmt: EsphomeFormat, topic: str, payload: bytes) -> None:
     """Readings with finite values and str labels, or a PayloadError naming the format."""
-    refused: PayloadError | None = None
-    readings: list[Reading] = []
-    try:
-        readings = fmt.parse(topic, payload, NOW)
-    except PayloadError as e:
-        refused = e
-    if refused is not None:
-        assert refused.detail.startswith("esphome: ")
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert r.device
-        assert isinstance(r.kind, str)
-        assert r.kind
+    readings = parse_or_refused(fmt, topic, payload, NOW, "esphome")
+    check_readings(readings, nonempty_device=True, nonempty_kind=True)
 
 
 @settings(max_examples=200, database=None, deadline=None)
 @given(messages=st.lists(st.tuples(_TOPICS, st.binary(max_size=80)), max_size=4))
 def test_fuzz_bytes_raise_nothing_but_payload_error(messages: list[tuple[str, bytes]]) -> None:
     fmt = make(max_sensors=2)
-    fmt.bind(FakeLink())
+    fmt.bind(FakeLink("esphome"))
     for topic, payload in messages:
         _check(fmt, topic, payload)
 
@@ -437,7 +392,7 @@ def test_fuzz_bytes_raise_nothing_but_payload_error(messages: list[tuple[str, by
 @given(messages=st.lists(st.tuples(_TOPICS, _CONFIG | _JSON), max_size=4))
 def test_fuzz_json_raises_nothing_but_payload_error(messages: list[tuple[str, object]]) -> None:
     fmt = make(max_sensors=2)
-    fmt.bind(FakeLink())
+    fmt.bind(FakeLink("esphome"))
     for topic, document in messages:
         _check(fmt, topic, json.dumps(document).encode())
         _check(fmt, "livingroom/sensor/living_room_temperature/state", b"1.5")

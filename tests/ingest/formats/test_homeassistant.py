@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import Callable
 
@@ -19,32 +18,9 @@ from sensord.ingest.formats._ha_template import ENV, TemplateRefused, compile_te
 from sensord.ingest.formats.homeassistant import HomeAssistantFormat
 from sensord.ingest.units import Conversion
 from simulators.devices import get as get_device
+from tests.ingest.formats.support import FakeLink, check_readings, json_values, parse_or_refused
 
 NOW = 1_700_000_000.0
-
-
-class FakeLink:
-    def __init__(self) -> None:
-        self.subscribed: list[str] = []
-        self.unsubscribed: list[str] = []
-
-    @property
-    def active(self) -> set[str]:
-        out: set[str] = set()
-        for t in self.subscribed:
-            out.add(t)
-        for t in self.unsubscribed:
-            out.discard(t)
-        return out
-
-    def subscribe(self, topic_filter: str) -> None:
-        self.subscribed.append(topic_filter)
-
-    def unsubscribe(self, topic_filter: str) -> None:
-        self.unsubscribed.append(topic_filter)
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        raise AssertionError("homeassistant publishes nothing")
 
 
 def make(
@@ -61,7 +37,7 @@ def make(
         ),
     )
     assert isinstance(fmt, HomeAssistantFormat)
-    link = FakeLink()
+    link = FakeLink("homeassistant")
     if bind:
         fmt.bind(link)
     return fmt, link
@@ -687,29 +663,10 @@ def test_simulated_device_round_trip() -> None:
 
 def _parse(fmt: HomeAssistantFormat, topic: str, payload: bytes) -> list[Reading]:
     """parse, where a refusal must be a PayloadError naming the format."""
-    try:
-        return fmt.parse(topic, payload, NOW)
-    except PayloadError as exc:
-        refused = exc
-    assert refused.detail.startswith("homeassistant: ")
-    return []
+    return parse_or_refused(fmt, topic, payload, NOW, "homeassistant")
 
 
-def _check(readings: list[Reading]) -> None:
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert isinstance(r.kind, str)
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+_JSON = json_values(text_size=20, max_leaves=12)
 config_keys = st.sampled_from(
     [
         "stat_t",
@@ -740,7 +697,7 @@ templates = st.sampled_from(
 
 @settings(max_examples=200, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.dictionaries(config_keys, json_values | templates | st.just("~/s"), max_size=8),
+    st.dictionaries(config_keys, _JSON | templates | st.just("~/s"), max_size=8),
     st.sampled_from(
         [
             "homeassistant/sensor/x/config",
@@ -748,14 +705,14 @@ templates = st.sampled_from(
             "homeassistant/device/d/config",
         ]
     ),
-    st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64) | _JSON.map(lambda v: json.dumps(v).encode()),
 )
 def test_fuzz_configs_and_states(config: dict[str, object], topic: str, state: bytes) -> None:
     fmt, _ = make()
     _parse(fmt, topic, json.dumps(config).encode())
     for sensor in list(fmt.sensors.values()):
         for t in sensor.topics:
-            _check(_parse(fmt, t, state))
+            check_readings(_parse(fmt, t, state))
 
 
 @settings(max_examples=200, database=None)
@@ -767,7 +724,7 @@ def test_fuzz_bytes(payload: bytes, topic: str) -> None:
         "homeassistant/sensor/a/config",
         {"stat_t": "s", "val_tpl": "{{ value_json.v }}", "avty_t": "a"},
     )
-    _check(_parse(fmt, topic, payload))
+    check_readings(_parse(fmt, topic, payload))
 
 
 @settings(max_examples=200, database=None)

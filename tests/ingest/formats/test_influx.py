@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +14,7 @@ from sensord.ingest.formats import FormatOptions
 from sensord.ingest.formats.influx import InfluxFormat, field_value, parse_line
 from sensord.ingest.reasons import SCHEMA, TOO_LARGE
 from simulators.devices import get as get_device
+from tests.ingest.formats.support import check_readings
 
 NOW = 1_800_000_000.0
 TOPIC = "telegraf/web01/sensors"
@@ -287,19 +287,11 @@ def test_the_simulated_device_reads_back() -> None:
     assert [r.ts for r in readings] == pytest.approx([NOW - 5] * 3)
 
 
-def check(readings: list[Reading]) -> None:
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert isinstance(r.kind, str)
-
-
 @settings(max_examples=200, database=None, deadline=None)
 @given(st.binary(max_size=80))
 def test_fuzz_bytes(payload: bytes) -> None:
     with contextlib.suppress(PayloadError):
-        check(fmt().parse(TOPIC, payload, NOW))
+        check_readings(fmt().parse(TOPIC, payload, NOW))
 
 
 _alphabet = st.sampled_from(list('ab1 ,="\\\n#.-iutTeE'))
@@ -309,6 +301,6 @@ _alphabet = st.sampled_from(list('ab1 ,="\\\n#.-iutTeE'))
 @given(st.lists(_alphabet, max_size=60).map("".join))
 def test_fuzz_line_protocol_like_text(text: str) -> None:
     with contextlib.suppress(PayloadError):
-        check(fmt().parse(TOPIC, ("m,host=h f=1 " + text).encode(), NOW))
+        check_readings(fmt().parse(TOPIC, ("m,host=h f=1 " + text).encode(), NOW))
     with contextlib.suppress(PayloadError):
-        check(fmt().parse(TOPIC, text.encode(), NOW))
+        check_readings(fmt().parse(TOPIC, text.encode(), NOW))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from typing import Any
 
 import cbor2
@@ -22,6 +21,7 @@ from sensord.ingest.formats.native import NativeFormat
 from sensord.ingest.formats.senml import CBOR_LABELS, SenmlFormat
 from sensord.ingest.reasons import CLOCK_SKEW, NON_FINITE, NOT_JSON, SCHEMA, TOO_LARGE
 from simulators.devices import get as get_device
+from tests.ingest.formats.support import check_readings
 
 TEMPLATE = "senml/{site}/{device}/{kind}"
 TOPIC = "senml/plant-1/t-7/temperature"
@@ -435,14 +435,6 @@ def test_the_simulated_device_reads_back() -> None:
     assert online == [1.0, 0.0]
 
 
-def check(readings: list[Reading]) -> None:
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert isinstance(r.kind, str)
-
-
 _scalar = st.one_of(
     st.none(),
     st.booleans(),
@@ -459,7 +451,7 @@ _record = st.dictionaries(_label, _scalar, max_size=6)
 def test_fuzz_json_packs(pack: Pack) -> None:
     f = fmt()
     with contextlib.suppress(PayloadError):
-        check(f.parse(TOPIC, json.dumps(pack).encode(), NOW))
+        check_readings(f.parse(TOPIC, json.dumps(pack).encode(), NOW))
 
 
 @settings(max_examples=200, database=None, deadline=None)
@@ -467,7 +459,7 @@ def test_fuzz_json_packs(pack: Pack) -> None:
 def test_fuzz_cbor_packs(pack: Pack) -> None:
     f = fmt()
     with contextlib.suppress(PayloadError):
-        check(f.parse(TOPIC, to_cbor(pack), NOW))
+        check_readings(f.parse(TOPIC, to_cbor(pack), NOW))
 
 
 @settings(max_examples=200, database=None, deadline=None)
@@ -475,7 +467,7 @@ def test_fuzz_cbor_packs(pack: Pack) -> None:
 def test_fuzz_bytes(payload: bytes) -> None:
     for f in (fmt(), fmt(encoding="cbor"), NativeFormat(FormatOptions(TEMPLATE, 4096))):
         with contextlib.suppress(PayloadError):
-            check(f.parse(TOPIC, payload, NOW))
+            check_readings(f.parse(TOPIC, payload, NOW))
 
 
 @settings(max_examples=200, database=None, deadline=None)
@@ -483,4 +475,4 @@ def test_fuzz_bytes(payload: bytes) -> None:
 def test_fuzz_cbor_bytes_after_an_array_head(tail: bytes) -> None:
     f = fmt()
     with contextlib.suppress(PayloadError):
-        check(f.parse(TOPIC, b"\x81" + tail, NOW))
+        check_readings(f.parse(TOPIC, b"\x81" + tail, NOW))

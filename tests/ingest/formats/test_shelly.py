@@ -4,7 +4,6 @@ status topics and `online`, with payloads from Shelly's own API docs and a devic
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +15,13 @@ from sensord.ingest import formats
 from sensord.ingest.formats import FormatOptions
 from sensord.ingest.formats.shelly import ShellyFormat
 from simulators import devices
+from tests.ingest.formats.support import (
+    JSON_VALUES,
+    check_readings,
+    create,
+    parse_or_refused,
+    refused,
+)
 
 NOW = 1_700_000_000.0
 HT = "shellyplusht-08b61fcb7f3c"
@@ -23,13 +29,7 @@ HUGE = b"1" + b"0" * 400  # a JSON integer too large for a double
 
 
 def make(**options: object) -> ShellyFormat:
-    units = options.pop("units", {})
-    assert isinstance(units, dict)
-    fmt = formats.create(
-        "shelly", FormatOptions("unused", 65536, units=units, options=options, site="home")
-    )
-    assert isinstance(fmt, ShellyFormat)
-    return fmt
+    return create("shelly", ShellyFormat, **options)
 
 
 def table(readings: list[Reading]) -> list[tuple[str, str, str, float, str | None]]:
@@ -370,10 +370,7 @@ def test_a_timestamp_far_ahead_skips_the_message_and_one_before_2000_is_the_rece
 def test_malformed_messages_are_refused_with_a_reason_naming_the_format(
     topic: str, payload: bytes, reason: str
 ) -> None:
-    with pytest.raises(PayloadError) as info:
-        make().parse(topic, payload, NOW)
-    assert info.value.reason == reason
-    assert info.value.detail.startswith("shelly: ")
+    assert refused(make(), topic, payload, NOW, "shelly").reason == reason
 
 
 def test_a_payload_over_max_payload_is_too_large() -> None:
@@ -404,13 +401,7 @@ def test_bad_options_are_errors_naming_the_key(options: dict[str, object], messa
 _TOPICS = st.sampled_from(
     [f"{HT}/events/rpc", f"{HT}/status/switch:0", f"{HT}/status/em:0", f"{HT}/online", "a/b/c"]
 )
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+_JSON = JSON_VALUES
 _KEYS = st.sampled_from(
     ["tC", "rh", "apower", "aenergy", "battery", "a_act_power", "total_act", "pf"]
 )
@@ -430,20 +421,7 @@ _NOTIFICATION = st.fixed_dictionaries(
 
 def _check(topic: str, payload: bytes) -> None:
     """Readings with finite values and str labels, or a PayloadError naming the format."""
-    refused: PayloadError | None = None
-    readings: list[Reading] = []
-    try:
-        readings = make().parse(topic, payload, NOW)
-    except PayloadError as e:
-        refused = e
-    if refused is not None:
-        assert refused.detail.startswith("shelly: ")
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert r.device
-        assert isinstance(r.kind, str)
+    check_readings(parse_or_refused(make(), topic, payload, NOW, "shelly"), nonempty_device=True)
 
 
 @settings(max_examples=200, database=None, deadline=None)

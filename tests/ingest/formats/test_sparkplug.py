@@ -31,6 +31,7 @@ from sensord.ingest.formats._sparkplug_model import Payload
 from sensord.ingest.formats.sparkplug import SparkplugFormat
 from sensord.ingest.reasons import SCHEMA, TOO_LARGE, TOPIC
 from simulators.devices import get as get_device
+from tests.ingest.formats.support import FakeLink, check_readings, create, parse_or_refused
 
 NOW = 1_764_000_000.0
 NOW_MS = int(NOW * 1000)
@@ -46,32 +47,8 @@ T_DDEATH = f"spBv1.0/{GROUP}/DDEATH/{NODE}/{DEVICE}"
 T_NCMD = f"spBv1.0/{GROUP}/NCMD/{NODE}"
 
 
-class FakeLink:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, bytes, int, bool]] = []
-
-    def subscribe(self, topic_filter: str) -> None:
-        pass
-
-    def unsubscribe(self, topic_filter: str) -> None:
-        pass
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        self.published.append((topic, payload, qos, retain))
-
-
 def make(link: FakeLink | None = None, /, **options: object) -> SparkplugFormat:
-    max_sensors = options.pop("max_sensors", 10_000)
-    units = options.pop("units", {})
-    assert isinstance(max_sensors, int)
-    assert isinstance(units, dict)
-    fmt = formats.create(
-        "sparkplug",
-        FormatOptions(
-            "", 65536, units=units, options=options, source="spb", max_sensors=max_sensors
-        ),
-    )
-    assert isinstance(fmt, SparkplugFormat)
+    fmt = create("sparkplug", SparkplugFormat, site="default", source="spb", **options)
     if link is not None:
         fmt.bind(link)
     return fmt
@@ -785,25 +762,9 @@ def test_simulated_device_round_trip() -> None:
 # ---- fuzz
 
 
-def check(readings: list[Reading]) -> None:
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert isinstance(r.kind, str)
-        assert r.kind
-
-
 def parse_or_refuse(fmt: SparkplugFormat, topic: str, data: bytes) -> None:
-    """Readings that pass `check`, or a PayloadError of this format; nothing else."""
-    refused = ""
-    try:
-        readings = fmt.parse(topic, data, NOW)
-    except PayloadError as err:
-        refused = err.detail
-    else:
-        check(readings)
-    assert not refused or refused.startswith("sparkplug: ")
+    """Readings that pass `check_readings`, or a PayloadError of this format; nothing else."""
+    check_readings(parse_or_refused(fmt, topic, data, NOW, "sparkplug"), nonempty_kind=True)
 
 
 TOPICS = [T_NBIRTH, T_NDATA, T_NDEATH, T_DBIRTH, T_DDATA, T_DDEATH]

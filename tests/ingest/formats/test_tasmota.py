@@ -4,20 +4,24 @@ a fuzz, and the simulated board end to end."""
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensord.errors import PayloadError
 from sensord.events import Reading
 from sensord.ingest import formats
-from sensord.ingest.formats import FormatOptions
 from sensord.ingest.formats.tasmota import TasmotaFormat
 from sensord.ingest.reasons import NOT_JSON, SCHEMA, TOO_LARGE, TOPIC
 from simulators import devices
+from tests.ingest.formats.support import (
+    check_readings,
+    create,
+    json_values,
+    parse_or_refused,
+    refused,
+)
 
 NOW = 1_800_000_000.0
 
@@ -65,13 +69,7 @@ STATE_EPOCH = (
 
 
 def make(**options: object) -> TasmotaFormat:
-    units = options.pop("units", {})
-    assert isinstance(units, dict)
-    fmt = formats.create(
-        "tasmota", FormatOptions("", 65_536, units=units, options=options, site="home")
-    )
-    assert isinstance(fmt, TasmotaFormat)
-    return fmt
+    return create("tasmota", TasmotaFormat, **options)
 
 
 def table(readings: list[Reading]) -> dict[tuple[str, str], tuple[float, str | None]]:
@@ -312,10 +310,7 @@ def test_ingest_units_convert() -> None:
 def test_malformed_messages_are_refused_with_a_reason_naming_the_format(
     topic: str, payload: bytes, reason: str
 ) -> None:
-    with pytest.raises(PayloadError) as info:
-        make().parse(topic, payload, NOW)
-    assert info.value.reason == reason
-    assert info.value.detail.startswith("tasmota: ")
+    assert refused(make(), topic, payload, NOW, "tasmota").reason == reason
 
 
 def test_the_simulated_board_round_trips() -> None:
@@ -349,13 +344,7 @@ def test_the_simulated_board_round_trips() -> None:
     assert fmt.skipped == {}
 
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
-    ),
-    max_leaves=20,
-)
+_JSON = json_values(dict_size=6)
 _KEYS = st.sampled_from(
     [
         "Time",
@@ -379,36 +368,16 @@ _TOPICS = st.sampled_from(
 )
 
 
-def _parse(fmt: TasmotaFormat, topic: str, payload: bytes) -> list[Reading]:
-    """The readings, or [] after checking that a refusal names the format."""
-    parse = fmt.parse
-    try:
-        readings: list[Reading] = parse(topic, payload, NOW)
-    except PayloadError as e:
-        detail = e.detail
-    else:
-        return readings
-    assert detail.startswith("tasmota: ")
-    return []
-
-
-def _check(readings: list[Reading]) -> None:
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert math.isfinite(r.ts)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert isinstance(r.kind, str)
-
-
 @settings(max_examples=200, database=None, deadline=None)
 @given(topic=_TOPICS, payload=st.binary(max_size=64))
 def test_fuzz_bytes(topic: str, payload: bytes) -> None:
-    _check(_parse(make(), topic, payload))
+    check_readings(parse_or_refused(make(), topic, payload, NOW, "tasmota"), finite_ts=True)
 
 
 @settings(max_examples=200, database=None, deadline=None)
 @given(topic=_TOPICS, data=_OBJECTS | _JSON, zone=st.sampled_from([None, "UTC", "Europe/Berlin"]))
 def test_fuzz_json(topic: str, data: object, zone: str | None) -> None:
     fmt = make() if zone is None else make(timezone=zone)
-    _check(_parse(fmt, topic, json.dumps(data).encode()))
+    check_readings(
+        parse_or_refused(fmt, topic, json.dumps(data).encode(), NOW, "tasmota"), finite_ts=True
+    )

@@ -4,7 +4,6 @@ beside each), malformed variants, a fuzz, and the simulated device end to end.""
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from hypothesis import given, settings
@@ -13,10 +12,16 @@ from hypothesis import strategies as st
 from sensord.errors import PayloadError
 from sensord.events import Reading
 from sensord.ingest import formats
-from sensord.ingest.formats import FormatOptions
 from sensord.ingest.formats.zigbee2mqtt import Zigbee2MqttFormat
 from sensord.ingest.reasons import NOT_JSON, SCHEMA, TOO_LARGE, TOPIC
 from simulators import devices
+from tests.ingest.formats.support import (
+    check_readings,
+    create,
+    json_values,
+    parse_or_refused,
+    refused,
+)
 
 NOW = 1_800_000_000.0
 
@@ -160,18 +165,7 @@ BRIDGE_DEVICES = [
 
 
 def make(**options: object) -> Zigbee2MqttFormat:
-    max_sensors = options.pop("max_sensors", 10_000)
-    units = options.pop("units", {})
-    assert isinstance(max_sensors, int)
-    assert isinstance(units, dict)
-    fmt = formats.create(
-        "zigbee2mqtt",
-        FormatOptions(
-            "", 65_536, units=units, options=options, site="home", max_sensors=max_sensors
-        ),
-    )
-    assert isinstance(fmt, Zigbee2MqttFormat)
-    return fmt
+    return create("zigbee2mqtt", Zigbee2MqttFormat, **options)
 
 
 def by_kind(readings: list[Reading]) -> dict[str, tuple[float, str | None]]:
@@ -460,10 +454,7 @@ def test_ingest_units_convert() -> None:
 def test_malformed_messages_are_refused_with_a_reason_naming_the_format(
     topic: str, payload: bytes, reason: str
 ) -> None:
-    with pytest.raises(PayloadError) as info:
-        make().parse(topic, payload, NOW)
-    assert info.value.reason == reason
-    assert info.value.detail.startswith("zigbee2mqtt: ")
+    assert refused(make(), topic, payload, NOW, "zigbee2mqtt").reason == reason
 
 
 def test_non_finite_and_huge_numbers_are_skipped() -> None:
@@ -521,13 +512,7 @@ def test_the_simulated_device_round_trips() -> None:
     assert fmt.skipped == {}
 
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
-    ),
-    max_leaves=20,
-)
+_JSON = json_values(dict_size=6)
 _TOPICS = st.sampled_from(
     [
         "zigbee2mqtt/a",
@@ -541,31 +526,10 @@ _TOPICS = st.sampled_from(
 )
 
 
-def _parse(fmt: Zigbee2MqttFormat, topic: str, payload: bytes) -> list[Reading]:
-    """The readings, or [] after checking that a refusal names the format."""
-    parse = fmt.parse
-    try:
-        readings: list[Reading] = parse(topic, payload, NOW)
-    except PayloadError as e:
-        detail = e.detail
-    else:
-        return readings
-    assert detail.startswith("zigbee2mqtt: ")
-    return []
-
-
-def _check(readings: list[Reading]) -> None:
-    for r in readings:
-        assert math.isfinite(r.value)
-        assert isinstance(r.site, str)
-        assert isinstance(r.device, str)
-        assert isinstance(r.kind, str)
-
-
 @settings(max_examples=200, database=None, deadline=None)
 @given(topic=_TOPICS, payload=st.binary(max_size=64))
 def test_fuzz_bytes(topic: str, payload: bytes) -> None:
-    _check(_parse(make(), topic, payload))
+    check_readings(parse_or_refused(make(), topic, payload, NOW, "zigbee2mqtt"))
 
 
 @settings(max_examples=200, database=None, deadline=None)
@@ -573,8 +537,12 @@ def test_fuzz_bytes(topic: str, payload: bytes) -> None:
 def test_fuzz_json(topic: str, data: object) -> None:
     fmt = make()
     payload = json.dumps(data).encode()
-    _check(_parse(fmt, topic, payload))
+    check_readings(parse_or_refused(fmt, topic, payload, NOW, "zigbee2mqtt"))
     # and once more after learning whatever it was as a device's exposes
     exposes = [{"friendly_name": "a", "definition": {"exposes": [data]}}]
-    _check(_parse(fmt, "zigbee2mqtt/bridge/devices", json.dumps(exposes).encode()))
-    _check(_parse(fmt, topic, payload))
+    check_readings(
+        parse_or_refused(
+            fmt, "zigbee2mqtt/bridge/devices", json.dumps(exposes).encode(), NOW, "zigbee2mqtt"
+        )
+    )
+    check_readings(parse_or_refused(fmt, topic, payload, NOW, "zigbee2mqtt"))
