@@ -255,7 +255,11 @@ def _peak_rss_mib(pid: int) -> float:
 class SensordRun:
     """One `sensord run` with a config of its own in `workdir`."""
 
-    def __init__(self, workdir: Path, mqtt_port: int) -> None:
+    def __init__(
+        self, workdir: Path, mqtt_port: int, *, mqtt_extra: str = "", extra: str = ""
+    ) -> None:
+        """`mqtt_extra`: more lines of the `[mqtt]` table (e.g. `topics = []`); `extra`:
+        TOML appended to the config (e.g. a `[[mqtt.sources]]` table; bench.formats)."""
         self.workdir = workdir
         self.prefix = f"benchprod{uuid.uuid4().hex[:8]}"
         self.client_id = f"{self.prefix}-sensord"
@@ -267,6 +271,7 @@ class SensordRun:
         (workdir / "rules" / "bench.yaml").write_text(RULES_YAML, encoding="utf-8")
         self.config.write_text(
             f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nclient_id = "{self.client_id}"\n'
+            f"{mqtt_extra}"
             f'[amqp]\nurl = "{AMQP_URL}"\nprefix = "{self.prefix}"\n'
             f'[rules]\npaths = ["{workdir / "rules"}/*.yaml"]\n'
             f'[state]\npath = "{self.state_path}"\n'
@@ -274,7 +279,8 @@ class SensordRun:
             # no re-announcements: every message on the exchange is a transition
             "[alerts]\nrepeat_interval = 0\n"
             f'[[channels]]\nname = "{CHANNEL}"\ntype = "file"\n'
-            f'path = "{self.events_path}"\nsend_resolved = true\n',
+            f'path = "{self.events_path}"\nsend_resolved = true\n'
+            f"{extra}",
             encoding="utf-8",
         )
         self.proc: subprocess.Popen[bytes] | None = None
