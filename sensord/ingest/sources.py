@@ -159,6 +159,12 @@ class Router:
         self._ranked: list[tuple[tuple[int, int, int], str, Source]] = []
         self._exact: dict[str, Source] = {}
         self.single: Source | None = None
+        # what no filter matches goes to the first source whose format learns topics (a
+        # persistent session still delivers what it subscribed to in an earlier run,
+        # before the retained configs that name those topics again arrive)
+        self.fallback = next(
+            (s for s in self.sources if getattr(s.format, "learns_topics", False)), None
+        )
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -179,7 +185,7 @@ class Router:
 
     def _single(self) -> None:
         # the one source, when there is only one and it learns no topics: no routing
-        only = len(self.sources) == 1 and not self.sources[0].dynamic
+        only = len(self.sources) == 1 and not self.sources[0].dynamic and not self.fallback
         self.single = self.sources[0] if only else None
 
     def learn(self, topic_filter: str, source: Source) -> None:
@@ -211,6 +217,7 @@ class Router:
         if found is not None:
             self._cache[topic] = found
             return found
+        found = self.fallback
         for _rank, topic_filter, src in self._ranked:
             if topic_matches_sub(topic_filter, topic):
                 found = src

@@ -130,3 +130,42 @@ async def test_malformed_device_messages_are_quarantined_naming_source_and_forma
     details = {json.loads(m.body)["topic"]: json.loads(m.body)["detail"] for m in messages}
     for fmt, topic, _payload in MALFORMED:
         assert details[topic].startswith(f"source src-{fmt}: {fmt}: "), details[topic]
+
+
+async def test_home_assistant_states_queued_while_down_are_read_after_a_restart(
+    sensord: SensordProcess, broker: PrivateMosquitto
+) -> None:
+    """A persistent session queues the learned state topics' messages while sensord is
+    down; after the restart they arrive before the retained configs that name them."""
+    sensord.mqtt_port = broker.port
+    sensord.extra_toml = '[[mqtt.sources]]\nformat = "homeassistant"\nsite = "e2e"\n'
+    sensord.write_config()
+    sensord.config_override = sensord.config_path.read_text().replace(
+        "persistent_session = false", "persistent_session = true"
+    )
+    device = devices.get("homeassistant")("dev-1", "e2e")
+    pub = MqttPublisher(broker.port)
+    try:
+        async with running(sensord):
+            _send(pub, device.birth())
+
+            async def learned() -> bool:
+                _, body = await sensord.get("/api/v1/sources")
+                (src,) = [s for s in json.loads(body)["sources"] if s["name"] == "homeassistant"]
+                return len(src["topics"]) > 2  # the discovery filters and a state topic
+
+            deadline = time.monotonic() + 20
+            while not await learned():
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            assert await sensord.stop() == 0
+        # down: three reports queue in the session
+        for i in range(3):
+            _send(pub, device.state({"temperature": 30.0 + i, "humidity": 50.0}, time.time()))
+        async with running(sensord):
+            await sensord.wait_metric('sensord_readings_total{source="homeassistant"}', 6)
+            _, body = await sensord.get("/api/v1/sensors?spark=0&kind=temperature")
+            (temperature,) = json.loads(body)["sensors"]
+            assert temperature["value"] == 32.0  # the last one queued
+    finally:
+        pub.close()

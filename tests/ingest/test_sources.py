@@ -260,3 +260,20 @@ def _exposition(metrics: Metrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+def test_what_no_filter_matches_goes_to_a_source_that_learns_topics() -> None:
+    class Plain:
+        def parse(self, topic: str, payload: bytes | bytearray, now: float) -> list[Reading]:
+            return []
+
+    class Learning(Plain):
+        learns_topics = True
+
+    plain = Source("plain", "x", Plain(), ["a/#"], 1)
+    learning = Source("ha", "y", Learning(), ["ha/+/+/config"], 1)
+    router = Router([plain, learning])
+    assert router.route("a/b") is plain
+    assert router.route("zigbee2mqtt/kitchen") is learning  # subscribed in an earlier run
+    assert Router([plain]).route("zigbee2mqtt/kitchen") is None
+    assert Router([learning]).single is None  # a learning source is always routed

@@ -55,6 +55,15 @@ from sensord.ingest.reasons import NOT_JSON, TOO_LARGE
 
 _NOT_JSON: object = object()
 
+# State messages on topics no learned sensor uses yet, held until their config arrives:
+# after a restart, a persistent session's queued messages come right after CONNACK, the
+# retained configs only after the SUBSCRIBE. Bounded by count, bytes and age; what falls
+# out is counted as skipped `no_config`.
+EARLY_MAX = 10_000
+EARLY_MAX_BYTES = 16 * 1024 * 1024
+EARLY_MAX_AGE = 600.0
+SKIP_NO_CONFIG = "no_config"
+
 
 @register("homeassistant")
 class HomeAssistantFormat(HaConfigReader):
@@ -62,6 +71,9 @@ class HomeAssistantFormat(HaConfigReader):
 
     name = "homeassistant"
     default_topics: tuple[str, ...] = ("homeassistant/+/+/config", "homeassistant/+/+/+/config")
+    # the bridge routes here what no source's filter matches: the state topics this format
+    # subscribed to in an earlier run, which a persistent session still delivers
+    learns_topics = True
 
     def __init__(self, options: FormatOptions) -> None:
         super().__init__(options)
@@ -72,6 +84,14 @@ class HomeAssistantFormat(HaConfigReader):
         self._by_avail: dict[str, list[Sensor]] = {}
         self._refs: dict[str, int] = {}  # topic -> sensors using it
         self._subscribed: set[str] = set()
+        # topic -> [(payload, receive time)] of messages held until a config names the topic
+        # (kept until they age out: another config may want the same topic, e.g. the
+        # humidity sensor beside the temperature one on one JSON state topic)
+        self._early: dict[str, list[tuple[bytes, float]]] = {}
+        self._read_early: set[str] = set()  # topics whose held messages a sensor has read
+        self._fresh: list[Sensor] = []
+        self._early_count = 0
+        self._early_bytes = 0
 
     # ---- the bridge's side
 
@@ -100,8 +120,14 @@ class HomeAssistantFormat(HaConfigReader):
         watchers = self._by_avail.get(topic)
         if sensors is None and watchers is None:
             if topic.startswith(self._config_start) and topic.endswith("/config"):
+                if not self._early:
+                    self._config(topic, payload)
+                    return []
+                self._fresh = []  # _attach notes the sensors this config adds
                 self._config(topic, payload)
-            return []  # a config, or a topic no sensor uses (any more)
+                return self._replay(self._fresh)
+            self._hold(topic, payload, now)  # a topic no sensor uses: yet, or any more
+            return []
         self.check_size(payload)
         try:
             text = payload.decode("utf-8")
@@ -113,6 +139,68 @@ class HomeAssistantFormat(HaConfigReader):
         if watchers is not None:
             self._availability(topic, watchers, text, payload, now, out)
         return out
+
+    def _hold(self, topic: str, payload: bytes | bytearray, now: float) -> None:
+        early = self._early
+        while early and (
+            self._early_count >= EARLY_MAX
+            or self._early_bytes + len(payload) > EARLY_MAX_BYTES
+            or now - next(iter(early.values()))[0][1] > EARLY_MAX_AGE
+        ):
+            first = next(iter(early))
+            held = early[first]
+            dropped = held.pop(0)
+            self._early_count -= 1
+            self._early_bytes -= len(dropped[0])
+            if first not in self._read_early:
+                self.skip(SKIP_NO_CONFIG)  # no sensor ever read it
+            if not held:
+                del early[first]
+                self._read_early.discard(first)
+        if len(payload) > EARLY_MAX_BYTES:
+            self.skip(SKIP_NO_CONFIG)
+            return
+        early.setdefault(topic, []).append((bytes(payload), now))
+        self._early_count += 1
+        self._early_bytes += len(payload)
+
+    def _replay(self, fresh: list[Sensor]) -> list[Reading]:
+        """The held messages of the topics of sensors a config has just added, read for
+        those sensors only (a sensor that was there already read them when they came)."""
+        out: list[Reading] = []
+        for sensor in fresh:
+            held = self._early.get(sensor.state_topic)
+            if held:
+                self._read_early.add(sensor.state_topic)
+                for payload, received in held:
+                    self._read_held(sensor.state_topic, [sensor], payload, received, out)
+            for topic in {a.topic for a in sensor.availability}:
+                held = self._early.get(topic)
+                if held:
+                    self._read_early.add(topic)
+                    # the newest availability message is the device's state now
+                    payload, received = held[-1]
+                    self._read_held(topic, [sensor], payload, received, out, avail=True)
+        return out
+
+    def _read_held(  # noqa: PLR0917 - as _states
+        self,
+        topic: str,
+        sensors: list[Sensor],
+        payload: bytes,
+        received: float,
+        out: list[Reading],
+        avail: bool = False,
+    ) -> None:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self.skip(SKIP_STATE)  # refused had it come after its config
+            return
+        if avail:
+            self._availability(topic, sensors, text, payload, received, out)
+        else:
+            self._states(sensors, text, payload, received, out)
 
     def _states(
         self,
@@ -293,10 +381,13 @@ class HomeAssistantFormat(HaConfigReader):
             touched.extend(self._detach(self.sensors[key]))
         for sensor in new.values():
             touched.extend(self._attach(sensor))
+        if replaced:  # an updated sensor has read what was held already
+            self._fresh = [s for s in self._fresh if s.key not in replaced]
         self._sync(touched)
 
     def _attach(self, sensor: Sensor) -> tuple[str, ...]:
         self.sensors[sensor.key] = sensor
+        self._fresh.append(sensor)
         self._by_config.setdefault(sensor.config_topic, set()).add(sensor.key)
         if sensor.unique_id is not None:
             self._by_uid[sensor.unique_id] = sensor.key

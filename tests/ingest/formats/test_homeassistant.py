@@ -736,3 +736,37 @@ def test_fuzz_templates(source: str) -> None:
         return
     with contextlib.suppress(Exception):  # any render error is the caller's skip
         template.render({"value": "1", "value_json": {"a": 1}})
+
+
+def test_states_before_their_config_are_held_and_read_when_it_arrives() -> None:
+    """After a restart a persistent session delivers the queued states right away, the
+    retained configs only after the SUBSCRIBE: nothing of them is lost."""
+    fmt, _link = make()
+    state = "homeassistant/sensor/sensorBedroom/state"
+    assert fmt.parse(state, b'{"temperature": 20.5, "humidity": 40}', NOW - 20) == []
+    assert fmt.parse(state, BEDROOM_STATE, NOW - 10) == []
+    out = send(fmt, *BEDROOM_T)  # the config: its held states are read now
+    assert [(r.kind, r.value, r.ts) for r in out] == [
+        ("temperature", 20.5, NOW - 20),
+        ("temperature", 23.2, NOW - 10),
+    ]
+    # the humidity sensor on the same topic reads them too, and only it
+    out = send(fmt, *BEDROOM_H)
+    assert [(r.kind, r.value, r.ts) for r in out] == [
+        ("humidity", 40.0, NOW - 20),
+        ("humidity", 43.7, NOW - 10),
+    ]
+    assert send(fmt, *BEDROOM_H) == []  # an update of a sensor that has read them
+    assert fmt.skipped == {}
+
+
+def test_held_states_are_bounded_and_counted_when_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sensord.ingest.formats import homeassistant
+
+    monkeypatch.setattr(homeassistant, "EARLY_MAX", 3)
+    fmt, _link = make()
+    for i in range(5):
+        fmt.parse(f"nobody/{i}", b"1", NOW + i)
+    assert fmt.skipped == {"no_config": 2}  # the two oldest
+    fmt.parse("nobody/late", b"1", NOW + homeassistant.EARLY_MAX_AGE + 10)
+    assert fmt.skipped == {"no_config": 5}  # too old: the other three
