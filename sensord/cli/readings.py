@@ -21,13 +21,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sensord.errors import ConfigError
 from sensord.ops.config import default_config_path, load_settings
 from sensord.ops.settings import parse_duration
 from sensord.telemetry.senml import StreamReading, decode
 from sensord.telemetry.settings import stream_name
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage
 
 PREFETCH = 200
 NAMED_OFFSETS = ("first", "last", "next")
@@ -93,6 +96,36 @@ def matches(r: StreamReading, matchers: list[tuple[str, str]]) -> bool:
     return True
 
 
+def _print(
+    msg: AbstractIncomingMessage,
+    matchers: list[tuple[str, str]],
+    as_json: bool,
+    out: TextIO,
+    limit: int | None,
+) -> int:
+    """The message's matching readings, at most `limit`; how many were printed."""
+    stream_offset = (msg.headers or {}).get("x-stream-offset")
+    try:
+        readings = decode(msg.body)
+    except ValueError as exc:
+        print(f"skipping message at offset {stream_offset!r}: {exc}", file=sys.stderr)
+        return 0
+    printed = 0
+    for r in readings:
+        if limit is not None and printed >= limit:
+            break
+        if not matches(r, matchers):
+            continue
+        if as_json:
+            rec = {**r.as_dict(), "offset": stream_offset, "message_id": msg.message_id}
+            out.write(json.dumps(rec) + "\n")
+        else:
+            out.write(line(r) + "\n")
+        printed += 1
+    out.flush()
+    return printed
+
+
 def line(r: StreamReading) -> str:
     when = datetime.fromtimestamp(r.ts, UTC).isoformat(timespec="milliseconds")
     text = f"{when.replace('+00:00', 'Z')} {r.site}/{r.device} {r.kind} {r.value:.15g}"
@@ -119,31 +152,24 @@ async def tail(
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)  # a stream consumer needs a prefetch
         q = await channel.declare_queue(queue, passive=True)
-        async with q.iterator(arguments={"x-stream-offset": offset}) as messages:
+        # consume into a queue of ours rather than through aio-pika's QueueIterator, which
+        # nacks what it prefetched when it closes: a stream answers a nack by closing the
+        # connection (NOT_IMPLEMENTED); unacked deliveries are simply released on close
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        tag = await q.consume(inbox.put, arguments={"x-stream-offset": offset})
+        try:
             while count is None or printed < count:
                 try:
-                    msg = await asyncio.wait_for(anext(messages), idle)
-                except (TimeoutError, StopAsyncIteration):
+                    msg = await asyncio.wait_for(inbox.get(), idle)
+                except TimeoutError:
                     break
-                stream_offset = (msg.headers or {}).get("x-stream-offset")
-                try:
-                    readings = decode(msg.body)
-                except ValueError as exc:
-                    print(f"skipping message at offset {stream_offset!r}: {exc}", file=sys.stderr)
-                    readings = []
-                for r in readings:
-                    if not matches(r, matchers):
-                        continue
-                    if as_json:
-                        rec = {**r.as_dict(), "offset": stream_offset, "message_id": msg.message_id}
-                        out.write(json.dumps(rec) + "\n")
-                    else:
-                        out.write(line(r) + "\n")
-                    printed += 1
-                    if count is not None and printed >= count:
-                        break
-                out.flush()
+                printed += _print(
+                    msg, matchers, as_json, out, None if count is None else count - printed
+                )
                 await msg.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await q.cancel(tag)
     return printed
 
 

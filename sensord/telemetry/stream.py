@@ -87,6 +87,7 @@ class ReadingsStream:
         self.append = self._incoming.append
         self._buffer: deque[Reading] = deque()
         self._pending: Batch | None = None  # taken from the buffer, not yet confirmed
+        self._sending = False  # _pending is in flight (its confirm may still come)
         self._encoder = PackEncoder()
         self._ids = itertools.count(1)
         self._run = uuid.uuid4().hex[:12]  # message ids unique across restarts
@@ -117,18 +118,28 @@ class ReadingsStream:
         if incoming:
             self._buffer.extend(incoming)
             incoming.clear()  # the same list: the pipeline's bound append stays valid
-        room = self._settings.buffer - (self._pending.count if self._pending else 0)
-        excess = len(self._buffer) - max(room, 0)
+        pending = self._pending
+        excess = len(self._buffer) + (pending.count if pending else 0) - self._settings.buffer
+        if excess <= 0:
+            return
+        dropped = 0
+        if pending is not None and not self._sending:
+            # the oldest: a batch that failed and waits to be sent again (not in flight,
+            # so it cannot be confirmed after it was counted as dropped)
+            self._pending = None
+            dropped, excess = pending.count, excess - pending.count
         if excess > 0:
             popleft = self._buffer.popleft
             for _ in range(excess):
                 popleft()
-            self.dropped += excess
+            dropped += excess
+        if dropped:
+            self.dropped += dropped
             self._drop_log.warning(
                 "telemetry buffer full (%d readings, RabbitMQ unreachable or slow): "
                 "%d oldest reading(s) dropped (sensord_telemetry_dropped_total)",
                 self._settings.buffer,
-                excess,
+                dropped,
             )
 
     def _take(self) -> Batch | None:
@@ -223,6 +234,7 @@ class ReadingsStream:
                 if self._pending is None:
                     return True
             batch = self._pending
+            self._sending = True
             try:
                 if deadline is None:
                     await self._publish(batch)
@@ -235,6 +247,8 @@ class ReadingsStream:
             except Exception as exc:  # noqa: BLE001 - any failure: the batch stays, re-sent
                 self._failed(exc)
                 return False
+            finally:
+                self._sending = False
             self._pending = None
             self.published += batch.count
             self.messages += 1

@@ -26,9 +26,8 @@ def build_telemetry(
     if not edge:
         return None
     if settings.prometheus:
-        metrics.registry.register(
-            SensorGauges(history, settings.prometheus_max_series, settings.prometheus_stale)
-        )
+        gauges = SensorGauges(history, settings.prometheus_max_series, settings.prometheus_stale)
+        metrics.expositions.append(gauges.render)
     if not settings.stream:
         return None
     stream = ReadingsStream(settings, amqp, gate=gate)

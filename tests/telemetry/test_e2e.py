@@ -91,9 +91,8 @@ async def test_every_reading_once_in_order_tail_resumes_from_an_offset_and_gauge
     assert text.stdout.endswith(" plant-1/t-0 temperature 0 C\n")
     for k, device in enumerate(DEVICES):
         last = max(i for i in range(300) if i % 3 == k)
-        series = (
-            f'sensord_sensor_value{{device="{device}",kind="temperature",site="plant-1",unit="C"}}'
-        )
+        labels = f'site="plant-1",device="{device}",kind="temperature"'
+        series = f'sensord_sensor_value{{{labels},unit="C"}}'
         assert f"{series} {float(last)}" in scrape
 
 

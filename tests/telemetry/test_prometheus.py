@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sensord.events import Reading
 from sensord.http.history import History
@@ -12,13 +12,13 @@ NOW = 1_800_000_000.0
 
 
 def scrape(history: History, max_series: int = 100, stale: float = 900.0) -> dict[str, float]:
-    registry = CollectorRegistry()
-    registry.register(SensorGauges(history, max_series, stale, clock=lambda: NOW))
+    """The exposition as prometheus_client's own parser reads it, by sorted label text."""
+    text = SensorGauges(history, max_series, stale, clock=lambda: NOW).render().decode()
     out = {}
-    for line in generate_latest(registry).decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
 
 
@@ -74,3 +74,12 @@ def test_sensors_differing_by_extra_labels_only_share_one_series() -> None:
     assert values == {
         'sensord_sensor_value{device="t-1",kind="temperature",site="p1",unit=""}': 2.0
     }
+
+
+def test_label_values_are_escaped() -> None:
+    h = History()
+    h.record(Reading.trusted('a"b', "c\\d", "k\nx", 1.0, NOW, {}, None), NOW)
+    text = SensorGauges(h, 10, 60, clock=lambda: NOW).render().decode()
+    (family, *_) = text_string_to_metric_families(text)
+    (sample,) = family.samples
+    assert sample.labels == {"site": 'a"b', "device": "c\\d", "kind": "k\nx", "unit": ""}
