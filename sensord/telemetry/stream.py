@@ -51,6 +51,8 @@ log = logging.getLogger("sensord.telemetry")
 
 # the longest the sender holds back while the alert drain has a backlog
 MAX_HOLD = 10.0
+# on stop, how long the sender may finish its publish in flight before it is cancelled
+SENDER_GRACE = 1.0
 
 
 def stream_arguments(settings: TelemetrySettings) -> dict[str, Any]:
@@ -291,7 +293,15 @@ class ReadingsStream:
                 self._wake.set()
         finally:
             self._wake.set()
-            await sender
+            # a publish in flight gets its confirm (else the flush would send it again);
+            # a connect hanging on an unreachable host does not hold up the stop
+            done, _ = await asyncio.wait([sender], timeout=SENDER_GRACE)
+            if done:
+                sender.result()  # an unexpected error of the sender surfaces here
+            else:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
 
     async def _sender(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

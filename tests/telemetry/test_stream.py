@@ -98,7 +98,7 @@ async def test_message_is_a_senml_pack_with_its_content_type() -> None:
     assert (
         msg.body
         == (
-            f'[{{"bn":"plant-1/t-1/","n":"temperature","v":{r.value!r},"t":{r.ts!r},"u":"Cel"}}]'
+            f'[{{"bn":"plant-1/t-1/","n":"temperature","u":"Cel","v":{r.value!r},"t":{r.ts!r}}}]'
         ).encode()
     )
 
