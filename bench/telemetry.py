@@ -17,6 +17,8 @@ sensord's start), and `cpu_ratio` = sensord's CPU per reading during the drain w
 with, each the median over the runs; the issue's goal is a forwarding cost (1 - ratio)
 of at most 15 %. On a shared host the wall-clock ratio swings with other load (and
 RabbitMQ, on the same cores, writes the stream); the CPU figure is sensord's own cost.
+`stream_alone` (a sub-assembly, labelled so) feeds `ReadingsStream` alone in the benchmark
+process: sensord's CPU per reading for the stream, without the rest of the product.
 Nothing is asserted.
 """
 
@@ -46,7 +48,11 @@ from bench.product import Config as ProductConfig
 from bench.product import _watch_drain, create_session, delete_session
 from bench.product_load import publish_backlog
 from bench.product_sensord import AMQP_URL, MetricsPoller, SensordRun, get_metrics
+from sensord.amqp.settings import AmqpSettings
 from sensord.cli.readings import tail
+from sensord.events import Reading
+from sensord.telemetry.settings import TelemetrySettings
+from sensord.telemetry.stream import ReadingsStream
 
 SCOPE = "product: whole sensord run, calm QoS 1 backlog, with and without the readings stream"
 VARIANTS = ("off", "stream")
@@ -154,6 +160,54 @@ def measure(cfg: ProductConfig, broker: PrivateMosquitto, variant: str) -> dict[
     return result
 
 
+async def _alone(readings: int) -> dict[str, Any]:
+    """Sub-assembly: ReadingsStream alone in this process against the same RabbitMQ: CPU
+    per reading fed in bursts of 300 every 10 ms, with the stream and with a bare list."""
+    batch = [
+        Reading.trusted(
+            f"site-{i % 10}", f"dev-{i % 1000}", "temperature", 20 + (i * 37 % 700) / 100,
+            time.time() + i * 1e-4, {}, None,
+        )
+        for i in range(readings)
+    ]  # fmt: skip
+
+    async def feed(append: Any) -> float:
+        started = time.process_time()
+        for i in range(0, readings, 300):
+            for r in batch[i : i + 300]:
+                append(r)
+            await asyncio.sleep(0.01)
+        return started
+
+    bare: list[Reading] = []
+    started = await feed(bare.append)
+    base = (time.process_time() - started) / readings * 1e6
+    amqp = AmqpSettings(url=AMQP_URL, prefix=f"benchtel{os.getpid()}x{time.time_ns() % 10**6}")
+    stream = ReadingsStream(TelemetrySettings(stream=True), amqp)
+    stop = asyncio.Event()
+    task = asyncio.create_task(stream.run(stop))
+    try:
+        while not stream.declared:  # the sender connects at start
+            await asyncio.sleep(0.05)
+        started = await feed(stream.append)
+        while stream.published < readings:
+            await asyncio.sleep(0.005)
+        with_stream = (time.process_time() - started) / readings * 1e6
+    finally:
+        stop.set()
+        await task
+        await stream.flush(2.0)
+        await _delete_stream(stream.queue)
+    return {
+        "scope": "sub-assembly: ReadingsStream alone, same RabbitMQ",
+        "readings": readings,
+        "messages": stream.messages,
+        "bare_list_cpu_us_per_reading": round(base, 2),
+        "stream_cpu_us_per_reading": round(with_stream, 2),
+        "extra_cpu_us_per_reading": round(with_stream - base, 2),
+    }
+
+
 def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
@@ -180,6 +234,8 @@ def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
             one["extra_cpu_us_per_reading"] = round(on_cpu - off_cpu, 2) if both else None
             one["cpu_ratio"] = round(off_cpu / on_cpu, 3) if both and on_cpu else None
             runs.append(one)
+    alone = [asyncio.run(_alone(cfg.readings)) for _ in range(cfg.runs)]
+    progress(f"alone: {[a['extra_cpu_us_per_reading'] for a in alone]} us/reading extra")
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
     ratio = _median(ratios)
     return {
@@ -210,6 +266,10 @@ def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
             # readings per CPU-second with the stream / without: the throughput ratio on a
             # host where sensord has its core to itself
             "cpu_ratio": _median([x for r in runs if (x := r["cpu_ratio"]) is not None]),
+        },
+        "stream_alone": {
+            "extra_cpu_us_per_reading": _median([a["extra_cpu_us_per_reading"] for a in alone]),
+            "runs": alone,
         },
         "target": {"forwarding_cost_at_most": 0.15},
         "runs_detail": runs,

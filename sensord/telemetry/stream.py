@@ -156,6 +156,11 @@ class ReadingsStream:
 
     # ---- the connection
 
+    @property
+    def declared(self) -> bool:
+        """Connected, and the stream declared (at start, or after a failure, again)."""
+        return self._declared
+
     async def _exchange(self) -> AbstractExchange:
         s = self._amqp
         if self._connection is None:
@@ -304,6 +309,12 @@ class ReadingsStream:
                     await sender
 
     async def _sender(self, stop: asyncio.Event) -> None:
+        # connect and declare the stream at start, not with the first batch: consumers can
+        # attach before readings flow, and the connect's cost is not paid mid-ingest
+        try:
+            await self._exchange()
+        except Exception as exc:  # noqa: BLE001 - unreachable: retried with the first batch
+            self._failed(exc)
         while not stop.is_set():
             await self._wake.wait()
             self._wake.clear()
