@@ -36,6 +36,7 @@ from sensord.pipeline import AlertPipeline
 from sensord.rules import Rule, RuleEngine
 from sensord.state.checkpoint import Checkpointer
 from sensord.state.store import StateStore
+from sensord.telemetry.wiring import build_telemetry
 
 log = logging.getLogger("sensord")
 
@@ -72,6 +73,11 @@ class Service:
         self.store = AlertStore(self.db, inhibit_rules(settings.alerts)) if edge else None
         # the status page's recent values per sensor (only an edge ingests)
         self.history = History(settings.http.history_window, settings.http.history_step)
+        # readings out: the stream (with its own buffer) and the gauges; alerts go first
+        self.telemetry = build_telemetry(
+            settings.telemetry, settings.amqp, metrics, self.history,
+            edge=edge, gate=self.publisher.caught_up,
+        )  # fmt: skip
         self.pipeline: AlertPipeline | None = None
         if self.state is not None and self.store is not None:
             self.pipeline = AlertPipeline(
@@ -83,6 +89,7 @@ class Service:
                 history=self.history,
                 metrics=metrics,
                 repeats=repeat_policy(list(settings.channels), settings.alerts),
+                tap=self.telemetry.append if self.telemetry else None,
             )
         self.quarantine = Quarantine(self.broker, settings.amqp, settings.ingest, metrics)
         pipeline = self.pipeline

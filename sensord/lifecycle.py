@@ -67,6 +67,9 @@ async def run(service: Service, stop: asyncio.Event) -> None:
             stack.push_async_callback(channel.close)
         stack.push_async_callback(service.broker.stop)
         stack.push_async_callback(service.publisher.close)
+        telemetry = service.telemetry
+        if telemetry is not None:
+            stack.push_async_callback(telemetry.close)
         if service.notifier is not None:
             # before the channels close: in-flight notifications finish first
             stack.push_async_callback(service.notifier.stop)
@@ -101,13 +104,17 @@ async def run(service: Service, stop: asyncio.Event) -> None:
                 bridge_task = tg.create_task(service.bridge.run(stop), name="mqtt-bridge")
                 publish_task = tg.create_task(service.publisher.run(stop), name="alert-publisher")
                 tg.create_task(service.quarantine.run(stop), name="quarantine")
+                if telemetry is not None:
+                    telemetry_task = tg.create_task(telemetry.run(stop), name="telemetry")
             await stop.wait()
             log.info("stopping")
             if service.edge:
                 # MQTT first: no new readings; unacknowledged ones stay with the broker
                 await bridge_task
                 await publish_task  # its publish in flight ends before the flush starts
-                left = await service.publisher.flush(service.settings.amqp.stop_grace)
+                grace = service.settings.amqp.stop_grace
+                flush_from = time.monotonic()
+                left = await service.publisher.flush(grace)
                 if left:
                     log.error(
                         "%d alert event(s) not published to RabbitMQ within the %gs "
@@ -115,5 +122,9 @@ async def run(service: Service, stop: asyncio.Event) -> None:
                         left,
                         service.settings.amqp.stop_grace,
                     )
+                if telemetry is not None:
+                    # alerts first; the readings get what is left of the grace (>= 0.5 s)
+                    await telemetry_task
+                    await telemetry.flush(max(grace - (time.monotonic() - flush_from), 0.5))
             if not amqp_task.done():
                 amqp_task.cancel()

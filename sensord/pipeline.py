@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from sensord.alerts.lifecycle import build_event
 from sensord.alerts.store import AlertStore, RepeatPolicy
@@ -46,6 +47,7 @@ class AlertPipeline:
         history: History,
         metrics: Metrics,
         repeats: RepeatPolicy,
+        tap: Callable[[Reading], None] | None = None,
     ) -> None:
         self.engine = engine
         self.state = state
@@ -55,6 +57,9 @@ class AlertPipeline:
         self.history = history
         self.metrics = metrics
         self.repeats = repeats
+        # every accepted reading, as is, to the telemetry stream's list (its bound append:
+        # the cheapest call there is; the stream encodes off this path)
+        self._tap = tap
         # what the current batch changed, committed by end_batch
         self._transitions: list[AlertTransition] = []
         self._guards: dict[SensorKey, float] = {}
@@ -67,6 +72,9 @@ class AlertPipeline:
         sender: when it changes an alert, its time is kept with the change, so that its
         redelivery after a restart is skipped (`MqttBridge.remember`)."""
         self.history.record(reading, now)  # O(1), no I/O: the status page's plots
+        tap = self._tap
+        if tap is not None:
+            tap(reading)
         transitions = self.engine.evaluate(reading, now)
         if transitions:
             self._transitions += transitions
@@ -76,8 +84,11 @@ class AlertPipeline:
 
     def on_late(self, reading: Reading, now: float) -> None:
         """A reading older than its sensor's newest: into the history (the status page
-        plots it where it belongs), never to the rules, so it cannot move an alert back."""
+        plots it where it belongs) and the telemetry stream, never to the rules, so it
+        cannot move an alert back."""
         self.history.record(reading, now)
+        if self._tap is not None:
+            self._tap(reading)
 
     def end_batch(self) -> None:
         """After a read batch, before its acknowledgements: one transaction for all of it."""

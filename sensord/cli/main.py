@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import cast
 
 from sensord import __version__
-from sensord.cli import client
+from sensord.cli import client, readings
 from sensord.errors import ConfigError, SensordError
 from sensord.ops.config import Settings, default_config_path, load_settings
 from sensord.ops.logs import setup_logging
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     sources.add_argument("--url", help="sensord's HTTP base URL (default: from the config)")
     sources.add_argument("--json", action="store_true", help="print the raw JSON")
     client.add_arguments(sub)
+    readings.add_arguments(sub)
     docs = sub.add_parser("docs", help="generate documentation")
     docs_sub = docs.add_subparsers(dest="docs_command", required=True, metavar="WHAT")
     asyncapi = docs_sub.add_parser("asyncapi", help="AsyncAPI 3.0 document of the AMQP interface")
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return client.run(args)
     if args.command == "dlq":
         return cmd_dlq(args)
+    if args.command == "readings":
+        return readings.run(args)
     if args.command == "rules":
         from sensord.rules.testing import main as rules_test  # noqa: PLC0415 - keep startup light
 

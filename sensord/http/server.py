@@ -100,6 +100,8 @@ class HttpServer:
 
     async def _metrics_view(self, request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)
+        if self._metrics.expositions:
+            body += b"".join(render() for render in self._metrics.expositions)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health_view(self, request: web.Request) -> web.Response:

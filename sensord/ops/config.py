@@ -27,6 +27,7 @@ from sensord.notify.registry import ChannelSettings
 from sensord.ops.settings import Section
 from sensord.rules.settings import RulesSettings
 from sensord.state.settings import StateSettings
+from sensord.telemetry.settings import TelemetrySettings
 
 ENV_PREFIX = "SENSORD_"
 CONFIG_ENV = "SENSORD_CONFIG"
@@ -41,6 +42,7 @@ class Settings(Section):
     state: StateSettings = Field(default_factory=StateSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     channels: list[ChannelSettings] = Field(default_factory=list)
     # Directory that relative paths in the file are resolved against (the file's own);
     # set by load_settings, never read from the file.

@@ -6,7 +6,7 @@ custom collector: a prometheus_client Counter takes a lock on every inc().
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -91,6 +91,7 @@ class Metrics:
         "amqp_connected",
         "dlq_depth",
         "duplicates",
+        "expositions",
         "invalid",
         "late",
         "messages",
@@ -120,6 +121,9 @@ class Metrics:
         self.quarantined = 0
         self.quarantine_dropped = 0
         self.registry.register(_HotCounters(self))
+        # text the /metrics handler appends to the registry's: families too large for
+        # prometheus_client's per-sample objects (telemetry/prometheus.py SensorGauges)
+        self.expositions: list[Callable[[], bytes]] = []
         self.alerts = Counter(
             "sensord_alerts",
             "Alert transitions evaluated",

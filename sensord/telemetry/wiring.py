@@ -1,0 +1,35 @@
+"""The telemetry stage's part of the composition root (kept out of sensord/app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sensord.amqp.settings import AmqpSettings
+from sensord.http.history import History
+from sensord.ops.metrics import Metrics
+from sensord.telemetry.prometheus import SensorGauges
+from sensord.telemetry.settings import TelemetrySettings
+from sensord.telemetry.stream import ReadingsStream, StreamMetrics
+
+
+def build_telemetry(
+    settings: TelemetrySettings,
+    amqp: AmqpSettings,
+    metrics: Metrics,
+    history: History,
+    *,
+    edge: bool,
+    gate: asyncio.Event | None,
+) -> ReadingsStream | None:
+    """Register the Prometheus gauges if asked; the readings stream if asked (an edge only).
+    `gate` is the alert drain's `caught_up`: alerts go first."""
+    if not edge:
+        return None
+    if settings.prometheus:
+        gauges = SensorGauges(history, settings.prometheus_max_series, settings.prometheus_stale)
+        metrics.expositions.append(gauges.render)
+    if not settings.stream:
+        return None
+    stream = ReadingsStream(settings, amqp, gate=gate)
+    metrics.registry.register(StreamMetrics(stream))
+    return stream
