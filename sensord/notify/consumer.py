@@ -1,7 +1,9 @@
 """Channel consumers: RabbitMQ channel queue -> channel, with broker-side retries and a DLQ.
 
-One aio-pika robust connection per notify process; per channel one AMQP channel with
-publisher confirms, its own prefetch, and a consumer on `<prefix>.notify.<name>`.
+One aio-pika robust connection per notify process, on the nodes of `[amqp] url`
+(amqp/failover.py: on the loss of its node it moves to the next, where aio-pika restores
+the channels and consumers); per channel one AMQP channel with publisher confirms, its own
+prefetch, and a consumer on `<prefix>.notify.<name>`.
 
 A failed attempt is published to the retry tier `<...>.retry.<delay>` (TTL, dead-letters
 back to the channel queue) with `x-sensord-attempts` set; after `max_attempts`, or at once
@@ -27,6 +29,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from sensord.amqp.failover import NodeRing, connect_robust
 from sensord.amqp.headers import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
@@ -351,15 +354,19 @@ class Notifier:
         self._connection: AbstractRobustConnection | None = None
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.ring = NodeRing(
+            amqp,
+            "consume",
+            on_move=lambda _old, _new: metrics.amqp_failovers.labels("consume").inc(),
+        )
 
     async def start(self) -> None:
         """Connect (waiting for RabbitMQ), declare the topology, start consuming."""
-        url = self._amqp.url.get_secret_value()
         failures = 0
         while True:
             try:
-                self._connection = await aio_pika.connect_robust(
-                    url, reconnect_interval=self._amqp.reconnect_interval
+                self._connection = await connect_robust(
+                    self._amqp, self.ring, reconnect_interval=self._amqp.reconnect_interval
                 )
                 break
             except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:

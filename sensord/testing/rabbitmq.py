@@ -466,7 +466,7 @@ class RabbitCluster:
     def restart(self, node: RabbitNode | str | int, timeout: float = 60.0) -> RabbitNode:
         """Start a stopped or killed node again (stopping it first if it runs); it rejoins."""
         n = self.node(node)
-        if _alive(n.pid):
+        if n.pid is not None and _alive(n.pid):
             self._terminate(n.pid, 30.0)
             n.pid = None
         self._spawn(n)
@@ -476,7 +476,7 @@ class RabbitCluster:
     def stop_node(self, node: RabbitNode | str | int, timeout: float = 30.0) -> RabbitNode:
         """A clean stop (SIGTERM: the node leaves its queues' leadership first)."""
         n = self.node(node)
-        if _alive(n.pid):
+        if n.pid is not None and _alive(n.pid):
             self._terminate(n.pid, timeout)
         n.pid = None
         self._save()
