@@ -169,7 +169,11 @@ class FailoverConnection(aio_pika.RobustConnection):
 
 
 async def connect_robust(
-    settings: AmqpSettings, ring: NodeRing, *, timeout: float | None = None, **kwargs: Any
+    settings: AmqpSettings,
+    ring: NodeRing,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - aio-pika's own connect(timeout=)
+    **kwargs: Any,
 ) -> FailoverConnection:
     """A failover connection on the ring's next node that answers (raises if none does:
     fail fast, the caller retries with the same ring). `kwargs` are aio-pika's connection

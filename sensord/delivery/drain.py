@@ -159,6 +159,10 @@ class OutboxDrain:
 
     async def run(self, stop: asyncio.Event) -> None:
         await first(self.ready.wait(), stop.wait())
+        if not stop.is_set():
+            # connect now, not at the first alert: /readyz names the node from the start
+            with contextlib.suppress(Exception):
+                await self._raw_channel()
 
         async def stop_wakes() -> None:
             await stop.wait()

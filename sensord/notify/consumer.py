@@ -63,6 +63,11 @@ from sensord.ops.metrics import Metrics
 log = logging.getLogger("sensord.notify")
 
 DLQ_POLL_INTERVAL = 15.0
+# a redelivered message waits this long before its handled check: when a worker's node
+# dies, RabbitMQ redelivers what that worker had not acknowledged yet, maybe to another
+# worker, while the first may still be sending it; workers sharing a state file
+# ([state] path, docs/scale-out.md) then see its record and skip it
+REDELIVERY_GRACE = 1.0
 STOP_STEP_TIMEOUT = 2.0  # seconds for each broker round trip while stopping
 
 
@@ -177,6 +182,12 @@ class ChannelConsumer:
         self._order[fp] = (lock, users + 1)
         try:
             async with lock:
+                if message.redelivered and self._handled is not None:
+                    await asyncio.sleep(REDELIVERY_GRACE)
+                    if self._handled.seen(name, event.event_id):
+                        self._acks.settle(message)
+                        self._count("duplicate")
+                        return
                 await self._deliver(message, headers, event, attempts)
         finally:
             self._claimed.discard(event.event_id)

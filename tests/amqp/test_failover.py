@@ -42,10 +42,12 @@ def test_a_list_and_a_comma_separated_environment(tmp_path: Path) -> None:
     assert s.urls == URLS
     assert s.nodes == ["10.0.0.1:5672", "10.0.0.2:5672", "10.0.0.3:5672"]
     assert s.group_size == 3
-    assert "secret" not in repr(s) and "secret" not in str(s.nodes)
+    assert "secret" not in repr(s)
+    assert "secret" not in str(s.nodes)
     cfg.write_text(f"[amqp]\nurl = {URLS!r}\nquorum_group_size = 0\n".replace("'", '"'))
     s = load_settings(cfg, {}).amqp
-    assert s.urls == URLS and s.group_size is None
+    assert s.urls == URLS
+    assert s.group_size is None
 
 
 @pytest.mark.parametrize(
@@ -105,7 +107,9 @@ def test_ring_shuffles_walks_every_node_and_backs_off() -> None:
         ring.next_url()
         pauses.append(ring.pause_after_failure())
     assert max(pauses[0], pauses[1]) < 0.25  # the next node of a round: at once
-    assert 0.5 <= pauses[2] <= 1.0 and 1.0 <= pauses[5] <= 2.0 and 2.0 <= pauses[8] <= 4.0
+    assert 0.5 <= pauses[2] <= 1.0
+    assert 1.0 <= pauses[5] <= 2.0
+    assert 2.0 <= pauses[8] <= 4.0
     one = NodeRing(AmqpSettings(reconnect_interval=0.5), "t")
     one.next_url()
     assert one.pause_after_failure() == 0.5  # one node: reconnect_interval as before
@@ -115,13 +119,14 @@ def test_aio_pika_internals_relied_on() -> None:
     """amqp/failover.py overrides these: an aio-pika upgrade that renames them fails here."""
     rc = aio_pika.RobustConnection
     assert callable(rc._RobustConnection__connect_transport)  # type: ignore[attr-defined]
-    assert callable(rc._on_connected) and callable(rc._on_connection_close)
+    assert callable(rc._on_connected)
+    assert callable(rc._on_connection_close)
     assert "reconnect_interval" in [p.name for p in rc.PARAMETERS]
 
 
 async def test_connects_to_the_node_that_answers() -> None:
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    s = AmqpSettings(url=[dead, AMQP_URL], reconnect_interval=0.2)  # type: ignore[arg-type]
+    s = AmqpSettings(url=[dead, AMQP_URL], reconnect_interval=0.2)  # type: ignore[list-item]
     for seed in range(4):  # whichever node the shuffle starts with
         ring = NodeRing(s, "t", rng=random.Random(seed))
         conn = await connect_robust(s, ring, timeout=5)
@@ -162,7 +167,8 @@ async def test_moves_to_the_next_node_on_loss_and_counts_it(
         await ch.default_exchange.publish(aio_pika.Message(b"x"), routing_key=queue_name)
         assert (await queue.declare()).message_count == 1
         logs = caplog.text
-        assert "secret" not in logs and "guest:guest" not in logs
+        assert "secret" not in logs
+        assert "guest:guest" not in logs
     finally:
         ch2 = await conn.channel()
         await ch2.queue_delete(queue_name)
