@@ -286,7 +286,7 @@ class RabbitCluster:
         ]
         if self.tls is not None and node.tls_port is not None:
             lines += [
-                f"listeners.ssl.default = {node.tls_port}",
+                f"listeners.ssl.default = {HOST}:{node.tls_port}",
                 f"ssl_options.cacertfile = {self.tls.ca}",
                 f"ssl_options.certfile = {self.tls.server_cert}",
                 f"ssl_options.keyfile = {self.tls.server_key}",

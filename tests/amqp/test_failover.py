@@ -146,9 +146,7 @@ async def test_moves_to_the_next_node_on_loss_and_counts_it(
     await b.up()
     urls = [AMQP_URL.replace(":5672", f":{p.port}") for p in (a, b)]
     s = AmqpSettings(url=urls, reconnect_interval=0.2)  # type: ignore[arg-type]
-    ring = NodeRing(
-        s, "test", on_move=lambda _o, _n: metrics.amqp_failovers.labels("test").inc()
-    )
+    ring = NodeRing(s, "test", on_move=lambda _o, _n: metrics.amqp_failovers.labels("test").inc())
     conn = await connect_robust(s, ring, timeout=5, reconnect_interval=0.2)
     queue_name = f"failover-{uid()}"
     try:
