@@ -194,3 +194,40 @@ async def test_existing_queue_without_cluster_arguments_is_kept(
             await ch.queue_delete(spec.name)
         await ch.exchange_delete(f"{prefix}.alerts")
         await conn.close()
+
+
+async def test_a_poison_message_ends_in_the_dlq_at_the_delivery_limit() -> None:
+    """`[amqp] delivery_limit`: redelivered that often, RabbitMQ dead-letters the message
+    to the channel's dead queue with the reason, instead of a redelivery loop."""
+    prefix = f"t{uid()}"
+    ch_settings = ChannelSettings.model_validate({"name": "ops", "type": "console"})
+    s = AmqpSettings(prefix=prefix, delivery_limit=2)
+    conn = await aio_pika.connect(AMQP_URL)
+    try:
+        ch = await conn.channel()
+        await declare_topology(ch, s, [ch_settings])
+        work = await ch.declare_queue(s.notify_queue("ops"), passive=True)
+        await ch.default_exchange.publish(aio_pika.Message(b"poison"), routing_key=work.name)
+        deliveries = 0
+        while (msg := await work.get(fail=False, timeout=5)) is not None:
+            deliveries += 1
+            await msg.nack(requeue=True)  # what a worker that fails before settling does
+            assert deliveries < 10, "redelivered without end"
+        assert deliveries == 3  # the first delivery and two redeliveries
+        dead = await ch.declare_queue(s.dead_queue("ops"), passive=True)
+        got = None
+        for _ in range(50):
+            if (got := await dead.get(fail=False, no_ack=True)) is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert got is not None
+        assert got.body == b"poison"
+        deaths = got.headers["x-death"]
+        assert isinstance(deaths, list)
+        assert deaths[0]["reason"] == "delivery_limit"  # type: ignore[index,call-overload]
+    finally:
+        ch = await conn.channel()
+        for spec in channel_queues(s, ch_settings):
+            await ch.queue_delete(spec.name)
+        await ch.exchange_delete(f"{prefix}.alerts")
+        await conn.close()
