@@ -191,6 +191,10 @@ async def connect_robust(
             with contextlib.suppress(Exception):
                 await conn.close()
             continue
+        except asyncio.CancelledError:  # a stop during the attempt: leave no task behind
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close())
+            raise
         return conn
     assert last is not None
     raise last

@@ -162,7 +162,7 @@ class OutboxDrain:
         if not stop.is_set():
             # connect now, not at the first alert: /readyz names the node from the start
             with contextlib.suppress(Exception):
-                await self._raw_channel()
+                await first(self._raw_channel(), stop.wait())
 
         async def stop_wakes() -> None:
             await stop.wait()
