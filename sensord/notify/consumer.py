@@ -68,6 +68,7 @@ DLQ_POLL_INTERVAL = 15.0
 # worker, while the first may still be sending it; workers sharing a state file
 # ([state] path, docs/scale-out.md) then see its record and skip it
 REDELIVERY_GRACE = 1.0
+CLAIM_POLL = 0.1  # while another worker holds an event's claim (notify/dedup.py)
 STOP_STEP_TIMEOUT = 2.0  # seconds for each broker round trip while stopping
 
 
@@ -230,12 +231,25 @@ class ChannelConsumer:
             self._retry_order.park(event, time.monotonic(), delay)
             self._count("throttled")
             return
+        handled = self._handled
+        if handled is not None:
+            while not handled.claim(name, event.event_id):
+                # another worker sharing the state file is sending this event right now
+                if handled.seen(name, event.event_id):
+                    self._acks.settle(message)
+                    self._count("duplicate")
+                    return
+                await asyncio.sleep(CLAIM_POLL)
         started = time.perf_counter()
         try:
             await self.channel.send(event)
         except NotifyError as exc:
+            if handled is not None:
+                handled.release(name, event.event_id)
             await self._failed(message, headers, event, attempts + 1, exc)
         except Exception as exc:
+            if handled is not None:
+                handled.release(name, event.event_id)
             log.exception("channel %s: unexpected error", name)
             error = NotifyError(f"{type(exc).__name__}: {exc}", retryable=True)
             await self._failed(message, headers, event, attempts + 1, error)
