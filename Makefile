@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test venv services lint typecheck pytest bench bench-ingest chaos soak clean help install uninstall
+.PHONY: run test venv services lint typecheck pytest bench bench-ingest chaos soak clean help install uninstall cluster-start cluster-stop cluster-status test-cluster
 
 help:
 	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
@@ -69,3 +69,19 @@ install:
 
 uninstall:
 	@bash scripts/install.sh uninstall $(if $(PURGE),--purge)
+
+# a local 3-node RabbitMQ cluster (docs/scale-out.md): private names, ports 5681-5683,
+# never the machine's own node; `make cluster-stop` stops everything it started
+cluster-start: venv
+	@PYTHON=$(BIN)/python bash scripts/rabbitmq-cluster.sh start $(CLUSTER_ARGS)
+
+cluster-stop: venv
+	@PYTHON=$(BIN)/python bash scripts/rabbitmq-cluster.sh stop
+
+cluster-status: venv
+	@PYTHON=$(BIN)/python bash scripts/rabbitmq-cluster.sh status
+
+# the cluster tests that take minutes (rolling restart, a 60 s cut-off, three edges and
+# three notifiers); the short leader-kill test runs in `make test`
+test-cluster: venv services
+	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)

@@ -1,9 +1,9 @@
 """`make bench`: every benchmark in turn, each in its own process; one JSON object out.
 
 `python -m bench.all [NAME ...]` with names among ingest, rules, notify, simulator,
-latency, history, product, formats, telemetry (default: all). Each benchmark's own JSON
-becomes one key of the result; a benchmark that fails is reported with its exit code and
-the tail of its stderr, and the others still run. Progress goes to stderr.
+latency, history, product, formats, telemetry, cluster (default: all). Each benchmark's
+own JSON becomes one key of the result; a benchmark that fails is reported with its exit
+code and the tail of its stderr, and the others still run. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ BENCHES: dict[str, list[str]] = {
     "formats": ["-m", "bench.formats"],
     # the whole `sensord run` with and without [telemetry] stream = true
     "telemetry": ["-m", "bench.telemetry"],
+    # a local 1-node and 3-node RabbitMQ cluster: transitions/s and failover time
+    "cluster": ["-m", "bench.cluster"],
 }
 
 

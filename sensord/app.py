@@ -14,6 +14,7 @@ from sensord import lifecycle
 from sensord.alerts.policy import inhibit_rules
 from sensord.alerts.store import AlertStore
 from sensord.amqp.connection import AmqpLink
+from sensord.amqp.failover import NodeRing
 from sensord.amqp.topology import declare_topology_once, make_broker
 from sensord.delivery.drain import OutboxDrain
 from sensord.delivery.outbox import Outbox, open_memory_db, open_state_db
@@ -58,7 +59,15 @@ class Service:
         self.metrics = metrics = metrics if metrics is not None else Metrics()
         self.engine = RuleEngine(rules)
         metrics.rules_loaded.set(len(rules))
-        self.broker = make_broker(settings.amqp, metrics.registry)
+        self.broker = make_broker(
+            settings.amqp,
+            metrics.registry,
+            NodeRing(
+                settings.amqp,
+                "broker",
+                on_move=lambda _old, _new: metrics.amqp_failovers.labels("broker").inc(),
+            ),
+        )
         self.edge = edge = role in ("all", "edge")
         self.notifying = role in ("all", "notify")
         # the state file: the edge's rule state, outbox and alerts; the notify role's
@@ -129,6 +138,7 @@ class Service:
         self.health = Health(
             settings, role, metrics, self.bridge, self.publisher, self.quarantine,
             self.store, self.history, self.page, self.amqp.up, edge, self.notifying,
+            amqp_nodes=self._amqp_nodes,
         )  # fmt: skip
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
         self.http = HttpServer(
@@ -161,9 +171,25 @@ class Service:
             self.quarantine.ready.set()
             self.metrics.amqp_connected.set(1)
             self.publisher.ready.set()
-            log.info("connected to RabbitMQ, exchange %s ready", s.amqp.exchange)
+            log.info(
+                "connected to RabbitMQ (%s), exchange %s ready",
+                ", ".join(s.amqp.nodes),
+                s.amqp.exchange,
+            )
 
         return AmqpLink(start, reset, s.amqp.reconnect_interval, up)
+
+    def _amqp_nodes(self) -> dict[str, str | None]:
+        """The RabbitMQ node (host:port) each connection of this process is on, or None."""
+        nodes: dict[str, str | None] = {}
+        if self.edge:
+            nodes["publish"] = self.publisher.ring.connected
+        if self.notifier is not None:
+            nodes["consume"] = self.notifier.ring.connected
+        ring = getattr(self.broker, "ring", None)
+        if isinstance(ring, NodeRing):
+            nodes["broker"] = ring.connected
+        return nodes
 
     def _overview(self) -> dict[str, Any]:
         return self.health.overview()

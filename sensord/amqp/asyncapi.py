@@ -25,7 +25,7 @@ DESCRIPTION = (
 
 
 def build_spec(settings: Settings) -> AsyncAPI:
-    broker = RabbitBroker(settings.amqp.url.get_secret_value(), apply_types=False)
+    broker = RabbitBroker(settings.amqp.urls[0], apply_types=False)
     exchange = alerts_exchange(settings.amqp)
     publisher = broker.publisher(
         exchange=exchange,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from sensord.amqp.failover import connect_any
 from sensord.amqp.headers import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
@@ -82,7 +83,7 @@ def select_channels(channels: list[ChannelSettings], name: str | None) -> list[C
 
 async def _connect(amqp: AmqpSettings) -> aio_pika.abc.AbstractConnection:
     try:
-        return await aio_pika.connect(amqp.url.get_secret_value())
+        return await connect_any(amqp)  # the first node of the cluster that answers
     except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
         raise DlqError(f"cannot connect to RabbitMQ: {exc}") from exc
 

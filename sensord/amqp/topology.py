@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractQueue
 
+from sensord.amqp.failover import NodeRing, connect_any
 from sensord.amqp.settings import AmqpSettings
 from sensord.notify.registry import ChannelSettings
 
@@ -27,20 +28,28 @@ log = logging.getLogger("sensord.amqp")
 _GLOB_CHARS = frozenset("*?[]#")
 
 
-def make_broker(settings: AmqpSettings, registry: CollectorRegistry | None = None) -> RabbitBroker:
+def make_broker(
+    settings: AmqpSettings,
+    registry: CollectorRegistry | None = None,
+    ring: NodeRing | None = None,
+) -> RabbitBroker:
     """The edge's broker; with `registry`, FastStream's own metrics (publish counts and
-    durations, `faststream_*`) are exported next to sensord's on /metrics."""
+    durations, `faststream_*`) are exported next to sensord's on /metrics. It connects to
+    the nodes of `[amqp] url` through `ring` (amqp/failover.py)."""
     # imported here: `sensord dlq` needs the topology, not FastStream (~1 s to import)
-    from faststream.rabbit import Channel, RabbitBroker  # noqa: PLC0415
+    from faststream.rabbit import Channel  # noqa: PLC0415
     from faststream.rabbit.prometheus import RabbitPrometheusMiddleware  # noqa: PLC0415
+
+    from sensord.amqp.broker import FailoverBroker  # noqa: PLC0415
 
     middlewares = (
         (RabbitPrometheusMiddleware(registry=registry, app_name="sensord"),)
         if registry is not None
         else ()
     )
-    return RabbitBroker(
-        settings.url.get_secret_value(),
+    return FailoverBroker(
+        settings,
+        ring if ring is not None else NodeRing(settings, "broker"),
         # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md): start()
         # fails fast and AmqpLink (amqp/connection.py) retries. With fail_fast=False,
         # aio-pika's connection task swallows the cancellation of a stop during its connect attempt
@@ -136,6 +145,25 @@ class QueueSpec:
     name: str
     arguments: dict[str, Any]
     bindings: list[str] = field(default_factory=list)
+    # arguments added by configuration ([amqp] quorum_group_size, delivery_limit): a queue
+    # declared before without them is kept as it is (declare_topology), not an error
+    optional: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_arguments(self) -> dict[str, Any]:
+        return {**self.arguments, **self.optional}
+
+
+def cluster_arguments(settings: AmqpSettings, *, work: bool) -> dict[str, Any]:
+    """The quorum queue arguments a cluster configuration adds (none by default)."""
+    extra: dict[str, Any] = {}
+    if settings.group_size is not None:
+        extra["x-quorum-initial-group-size"] = settings.group_size
+    if work and settings.delivery_limit is not None:
+        # a message redelivered this often is poison: RabbitMQ dead-letters it to the
+        # channel's dead queue (x-death reason delivery_limit) instead of looping
+        extra["x-delivery-limit"] = settings.delivery_limit
+    return extra
 
 
 def channel_queues(settings: AmqpSettings, channel: ChannelSettings) -> list[QueueSpec]:
@@ -155,8 +183,12 @@ def channel_queues(settings: AmqpSettings, channel: ChannelSettings) -> list[Que
         # (A type new in 0.2: no existing queue has other arguments.)
         work_args["x-single-active-consumer"] = True
     specs = [
-        QueueSpec(dead, {"x-queue-type": "quorum"}),
-        QueueSpec(work, work_args, binding_keys(channel)),
+        QueueSpec(
+            dead, {"x-queue-type": "quorum"}, optional=cluster_arguments(settings, work=False)
+        ),
+        QueueSpec(
+            work, work_args, binding_keys(channel), optional=cluster_arguments(settings, work=True)
+        ),
     ]
     for delay in retry_delays(channel):
         specs.append(
@@ -180,14 +212,35 @@ async def declare_topology(
     )
     for ch in channels:
         for spec in channel_queues(settings, ch):
-            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            queue = await _declare(channel, spec)
             for key in spec.bindings:
                 await queue.bind(exchange, routing_key=key)
     log.debug("declared %s and %d channel queue set(s)", settings.exchange, len(channels))
 
 
+async def _declare(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    """Declare with the configured cluster arguments; a queue that exists without them
+    (declared by an earlier release) is kept: RabbitMQ refuses to change a queue's
+    arguments, and stopping sensord over it would be worse (docs/scale-out.md)."""
+    if not spec.optional:
+        return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    try:
+        return await channel.declare_queue(spec.name, durable=True, arguments=spec.all_arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed:
+        # the refusal closed the channel: aio-pika reopens it on the next call
+        log.warning(
+            "queue %s exists with other arguments: kept without %s (recreate it to apply"
+            " them: docs/scale-out.md, Upgrading)",
+            spec.name,
+            ", ".join(sorted(spec.optional)),
+        )
+        await channel.reopen()
+        return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+
+
 async def declare_topology_once(settings: AmqpSettings, channels: list[ChannelSettings]) -> None:
-    """Declare over a short-lived connection (edge role, CLI)."""
-    conn = await aio_pika.connect(settings.url.get_secret_value())
+    """Declare over a short-lived connection (edge role, CLI), on the first node that
+    answers."""
+    conn = await connect_any(settings)
     async with conn:
         await declare_topology(await conn.channel(), settings, channels)

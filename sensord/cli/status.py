@@ -46,7 +46,9 @@ def render_status(st: dict[str, Any]) -> str:
         head,
         f"{'MQTT':<10}{'connected' if mqtt['connected'] else 'DOWN':<13}{mqtt['url']}",
         f"{'RabbitMQ':<10}{'connected' if amqp['connected'] else 'UNREACHABLE':<13}"
-        f"prefix {amqp['prefix']}",
+        f"prefix {amqp['prefix']}"
+        + (f", node {amqp['node']}" if amqp.get("node") else "")
+        + (f" of {len(amqp['cluster'])}" if len(amqp.get("cluster") or []) > 1 else ""),
         f"{'readings':<10}{st['readings_total']:,} total, {st['readings_per_s']:g}/s",
         f"{'invalid':<10}{_counts(st['invalid_total'])}",
         f"{'firing':<10}{_counts(st['alerts_active'])}",

@@ -9,8 +9,12 @@ recorded, whatever fails. A row is deleted only once its own confirm arrived; af
 failure the unconfirmed rows are retried (a consumer may then see an event twice: event
 ids make that harmless).
 
-The drain has its own connection (aio-pika's robust connection; its confirm channel's
-aiormq channel does the publishing).
+The drain has its own connection (aio-pika's robust connection on the nodes of `[amqp]
+url`, amqp/failover.py; its confirm channel's aiormq channel does the publishing). A nack
+means "not stored" (a quorum queue without a leader; a channel opened in the moments after
+a leader died nacks every publish for as long as it stays open, FACTS.md): the rows stay,
+the channel is reopened after a pause, and after NACK_ROUNDS nacked rounds in a row the
+drain moves to the next node.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import logging
 from collections import deque
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq import Channel as RawChannel
-from aiormq.exceptions import PublishError
+from aiormq.exceptions import DeliveryError, PublishError
 
+from sensord.amqp.failover import NodeRing, connect_robust
 from sensord.amqp.headers import REPEAT_HEADER
 from sensord.amqp.publisher import BatchPublisher, Message
 from sensord.amqp.settings import AmqpSettings
@@ -41,6 +45,8 @@ BATCH = 512
 DEPTH = 2
 # the longest the notify consumers of the same process wait for a backlog to drain
 MAX_HOLD = 10.0
+# nacked rounds in a row on one node before the drain moves to the next
+NACK_ROUNDS = 3
 
 
 def unique_prefix(
@@ -74,6 +80,12 @@ class OutboxDrain:
         self.caught_up = asyncio.Event()
         self.caught_up.set()
         self.published = 0
+        self.ring = NodeRing(
+            settings,
+            "publish",
+            on_move=lambda _old, _new: metrics.amqp_failovers.labels("publish").inc(),
+        )
+        self._nacked = 0  # rounds in a row with a nack (see the module doc)
 
     @property
     def pending(self) -> int:
@@ -87,8 +99,9 @@ class OutboxDrain:
         """The confirm channel of the drain's own robust connection (reopened by aio-pika
         after a connection loss; until then this raises and the batch is retried)."""
         if self._connection is None:
-            self._connection = await aio_pika.connect_robust(
-                self._settings.url.get_secret_value(),
+            self._connection = await connect_robust(
+                self._settings,
+                self.ring,
                 reconnect_interval=self._settings.reconnect_interval,
                 timeout=self._settings.publish_timeout,
             )
@@ -146,6 +159,10 @@ class OutboxDrain:
 
     async def run(self, stop: asyncio.Event) -> None:
         await first(self.ready.wait(), stop.wait())
+        if not stop.is_set():
+            # connect now, not at the first alert: /readyz names the node from the start
+            with contextlib.suppress(Exception):
+                await first(self._raw_channel(), stop.wait())
 
         async def stop_wakes() -> None:
             await stop.wait()
@@ -189,6 +206,7 @@ class OutboxDrain:
                 self._release()
             if not ok:
                 await first(stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0)))
+                await self._after_nack()
 
     async def _pump(self, stop: asyncio.Event) -> bool:
         """Publish what the outbox holds, DEPTH batches in flight, until it is empty, a
@@ -220,6 +238,25 @@ class OutboxDrain:
             ok = self._settle(batch, await results) and ok
             flying.difference_update(row.fingerprint for row in batch)
 
+    async def _after_nack(self) -> None:
+        """After a nacked round: a fresh channel (opened after the pause just taken), and
+        after NACK_ROUNDS such rounds the next node."""
+        if not self._nacked:
+            return
+        if self._nacked >= NACK_ROUNDS and len(self.ring) > 1:
+            log.warning(
+                "RabbitMQ node %s nacked %d round(s) of alert events: moving to the next node",
+                self.ring.trying,
+                self._nacked,
+            )
+            self._nacked = 0
+            await self.close()
+            return
+        channel, self._channel, self._publisher = self._channel, None, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), 2.0)
+
     async def _step(self) -> bool:
         """Publish one batch; True when every row of it left the outbox."""
         batch = unique_prefix(self._outbox.head(BATCH))
@@ -250,8 +287,11 @@ class OutboxDrain:
         self._outbox.delete(done)
         self.published += len(done)
         if failure is None:
+            self._nacked = 0
             self._metrics.amqp_connected.set(1)
             return True
+        if isinstance(failure, DeliveryError):  # a nack: RabbitMQ did not store them
+            self._nacked += 1
         self._metrics.amqp_connected.set(0)
         self._error_log.warning(
             "cannot publish to RabbitMQ (%s: %s); %d alert event(s) held, retrying",
@@ -277,4 +317,5 @@ class OutboxDrain:
                 break
             if not ok:
                 await asyncio.sleep(min(0.5, max(deadline - loop.time(), 0)))
+                await self._after_nack()
         return len(self._outbox)

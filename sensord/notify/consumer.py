@@ -1,7 +1,9 @@
 """Channel consumers: RabbitMQ channel queue -> channel, with broker-side retries and a DLQ.
 
-One aio-pika robust connection per notify process; per channel one AMQP channel with
-publisher confirms, its own prefetch, and a consumer on `<prefix>.notify.<name>`.
+One aio-pika robust connection per notify process, on the nodes of `[amqp] url`
+(amqp/failover.py: on the loss of its node it moves to the next, where aio-pika restores
+the channels and consumers); per channel one AMQP channel with publisher confirms, its own
+prefetch, and a consumer on `<prefix>.notify.<name>`.
 
 A failed attempt is published to the retry tier `<...>.retry.<delay>` (TTL, dead-letters
 back to the channel queue) with `x-sensord-attempts` set; after `max_attempts`, or at once
@@ -27,6 +29,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from sensord.amqp.failover import NodeRing, connect_robust
 from sensord.amqp.headers import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
@@ -60,6 +63,12 @@ from sensord.ops.metrics import Metrics
 log = logging.getLogger("sensord.notify")
 
 DLQ_POLL_INTERVAL = 15.0
+# a redelivered message waits this long before its handled check: when a worker's node
+# dies, RabbitMQ redelivers what that worker had not acknowledged yet, maybe to another
+# worker, while the first may still be sending it; workers sharing a state file
+# ([state] path, docs/scale-out.md) then see its record and skip it
+REDELIVERY_GRACE = 1.0
+CLAIM_POLL = 0.1  # while another worker holds an event's claim (notify/dedup.py)
 STOP_STEP_TIMEOUT = 2.0  # seconds for each broker round trip while stopping
 
 
@@ -174,6 +183,12 @@ class ChannelConsumer:
         self._order[fp] = (lock, users + 1)
         try:
             async with lock:
+                if message.redelivered and self._handled is not None:
+                    await asyncio.sleep(REDELIVERY_GRACE)
+                    if self._handled.seen(name, event.event_id):
+                        self._acks.settle(message)
+                        self._count("duplicate")
+                        return
                 await self._deliver(message, headers, event, attempts)
         finally:
             self._claimed.discard(event.event_id)
@@ -216,12 +231,25 @@ class ChannelConsumer:
             self._retry_order.park(event, time.monotonic(), delay)
             self._count("throttled")
             return
+        handled = self._handled
+        if handled is not None:
+            while not handled.claim(name, event.event_id):
+                # another worker sharing the state file is sending this event right now
+                if handled.seen(name, event.event_id):
+                    self._acks.settle(message)
+                    self._count("duplicate")
+                    return
+                await asyncio.sleep(CLAIM_POLL)
         started = time.perf_counter()
         try:
             await self.channel.send(event)
         except NotifyError as exc:
+            if handled is not None:
+                handled.release(name, event.event_id)
             await self._failed(message, headers, event, attempts + 1, exc)
         except Exception as exc:
+            if handled is not None:
+                handled.release(name, event.event_id)
             log.exception("channel %s: unexpected error", name)
             error = NotifyError(f"{type(exc).__name__}: {exc}", retryable=True)
             await self._failed(message, headers, event, attempts + 1, error)
@@ -351,15 +379,19 @@ class Notifier:
         self._connection: AbstractRobustConnection | None = None
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.ring = NodeRing(
+            amqp,
+            "consume",
+            on_move=lambda _old, _new: metrics.amqp_failovers.labels("consume").inc(),
+        )
 
     async def start(self) -> None:
         """Connect (waiting for RabbitMQ), declare the topology, start consuming."""
-        url = self._amqp.url.get_secret_value()
         failures = 0
         while True:
             try:
-                self._connection = await aio_pika.connect_robust(
-                    url, reconnect_interval=self._amqp.reconnect_interval
+                self._connection = await connect_robust(
+                    self._amqp, self.ring, reconnect_interval=self._amqp.reconnect_interval
                 )
                 break
             except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:

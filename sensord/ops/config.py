@@ -261,6 +261,20 @@ def load_settings(  # noqa: PLR0915 - one pass over the file: parse, override, c
                 [Problem(str(path), line, f"mqtt.password_file: cannot read {pw_path}")]
             )
         mqtt = mqtt.model_copy(update={"password_file": pw_path})
+    amqp = settings.amqp
+    amqp_files: dict[str, Path] = {}
+    for key in ("ca_file", "cert_file", "key_file", "password_file"):
+        amqp_path: Path | None = getattr(amqp, key)
+        if amqp_path is None:
+            continue
+        if not amqp_path.is_absolute():
+            amqp_path = base_dir / amqp_path
+        if not amqp_path.is_file():
+            line = toml_key_line(text, ("amqp", key))
+            raise ConfigError([Problem(str(path), line, f"amqp.{key}: cannot read {amqp_path}")])
+        amqp_files[key] = amqp_path
+    if amqp_files:
+        amqp = amqp.model_copy(update=amqp_files)
     problems = []
     for index, channel in enumerate(settings.channels):
         for key in channel.FILE_KEYS:
@@ -278,4 +292,6 @@ def load_settings(  # noqa: PLR0915 - one pass over the file: parse, override, c
     http = settings.http
     if http.token_file is not None and not http.token_file.is_absolute():
         http = http.model_copy(update={"token_file": base_dir / http.token_file})
-    return settings.model_copy(update={"base_dir": base_dir, "mqtt": mqtt, "http": http})
+    return settings.model_copy(
+        update={"base_dir": base_dir, "mqtt": mqtt, "http": http, "amqp": amqp}
+    )

@@ -51,6 +51,8 @@ class Health:
     amqp_up: asyncio.Event
     edge: bool
     notifying: bool
+    # the node (host:port) each RabbitMQ connection is on (None while it has none)
+    amqp_nodes: Callable[[], dict[str, str | None]] = field(default=dict)
     started: float = field(default_factory=time.monotonic)
     # (monotonic, readings) once per tick over the last minute: readings/s in status
     _rate_samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=61))
@@ -87,12 +89,22 @@ class Health:
             return "not ready", problems + degraded
         return ("degraded", degraded) if degraded else ("ready", [])
 
+    def amqp_node(self) -> tuple[str | None, dict[str, str | None]]:
+        """(the node this process works with, every connection's node): the publishing
+        connection's on an edge, the consuming one's on a notify worker."""
+        nodes = self.amqp_nodes()
+        main = nodes.get("publish") if self.edge else nodes.get("consume")
+        return main, nodes
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         state, reasons = self.health()
+        node, nodes = self.amqp_node()
         detail = {
             "role": self.role,
             "mqtt": "connected" if self.bridge.connected.is_set() else "disconnected",
             "amqp": "connected" if self.amqp_up.is_set() else "disconnected",
+            "amqp_node": node,
+            "amqp_nodes": nodes,
             "alerts_pending": self.drain.pending,
             "reasons": reasons,
         }
@@ -117,7 +129,13 @@ class Health:
                 "url": self.settings.mqtt.safe_url,
                 "connected": self.bridge.connected.is_set(),
             },
-            "amqp": {"prefix": self.settings.amqp.prefix, "connected": self.amqp_up.is_set()},
+            "amqp": {
+                "prefix": self.settings.amqp.prefix,
+                "connected": self.amqp_up.is_set(),
+                "node": self.amqp_node()[0],
+                "nodes": self.amqp_node()[1],
+                "cluster": self.settings.amqp.nodes,
+            },
             "readings_total": self.metrics.readings,
             "readings_per_s": round(rate, 1),
             "invalid_total": {k: v for k, v in self.metrics.invalid.items() if v},

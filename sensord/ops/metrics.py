@@ -89,6 +89,7 @@ class Metrics:
         "alerts_suppressed",
         "alerts_unroutable",
         "amqp_connected",
+        "amqp_failovers",
         "dlq_depth",
         "duplicates",
         "expositions",
@@ -199,6 +200,12 @@ class Metrics:
         self.amqp_connected = Gauge(
             "sensord_amqp_connected",
             "1 while connected to RabbitMQ",
+            registry=self.registry,
+        )
+        self.amqp_failovers = Counter(
+            "sensord_amqp_failovers",
+            "Moves of a RabbitMQ connection to another node of the cluster ([amqp] url)",
+            ["connection"],
             registry=self.registry,
         )
 

@@ -106,3 +106,28 @@ def test_render_and_exit_codes() -> None:
     assert exit_code(st) == 2
     assert exit_code({**st, "status": "degraded"}) == 1
     assert exit_code({**st, "status": "ready"}) == 0
+
+
+def test_render_names_the_rabbitmq_node_of_a_cluster() -> None:
+    st = {
+        "status": "ready",
+        "reasons": [],
+        "version": "0.1.0",
+        "role": "edge",
+        "uptime_s": 5.0,
+        "mqtt": {"url": "mqtt://h:1883", "connected": True},
+        "amqp": {
+            "prefix": "p",
+            "connected": True,
+            "node": "rmq2:5671",
+            "nodes": {"publish": "rmq2:5671", "broker": "rmq1:5671"},
+            "cluster": ["rmq1:5671", "rmq2:5671", "rmq3:5671"],
+        },
+        "readings_total": 1,
+        "readings_per_s": 0.0,
+        "invalid_total": {},
+        "alerts_active": {},
+        "alerts_pending_publish": 0,
+        "channels": [],
+    }
+    assert "prefix p, node rmq2:5671 of 3" in render_status(st)

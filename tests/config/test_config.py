@@ -93,7 +93,7 @@ def test_contract_example_loads(tmp_path: Path) -> None:
     assert settings.mqtt.topics == ["sensors/#"]
     assert settings.mqtt.topic_template == "sensors/{site}/{device}/{kind}"
     assert settings.mqtt.qos == 1
-    assert settings.amqp.url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert settings.amqp.urls == ["amqp://guest:guest@127.0.0.1:5672/"]  # one URL, as before
     assert settings.amqp.prefix == "sensord"
     assert settings.rules.paths == ["rules/*.yaml"]
     assert settings.state.path == Path("var/sensord.db")

@@ -9,7 +9,7 @@ import pytest
 
 from sensord.delivery.outbox import open_state_db
 from sensord.events import AlertEvent, Severity
-from sensord.notify.dedup import HandledEvents
+from sensord.notify.dedup import CLAIM_TTL, HandledEvents
 from tests.support import AMQP_URL, SensordProcess, WebhookSink, running
 
 
@@ -82,3 +82,17 @@ async def test_a_redelivered_event_is_notified_once(
         assert await sensord.stop() == 0
     assert len(webhook.bodies) == 1
     assert metrics['sensord_notifications_total{channel="hook",outcome="sent"}'] == 1
+
+
+def test_a_claim_is_shared_by_workers_on_one_state_file(tmp_path: Path) -> None:
+    """Two notify workers on one state file: one sends an event, the other's copy waits."""
+    path = tmp_path / "notify.db"
+    a, b = HandledEvents(open_state_db(path)), HandledEvents(open_state_db(path))
+    assert a.claim("hook", "e1", now=100.0)
+    assert not b.claim("hook", "e1", now=100.5)  # a is sending it
+    a.release("hook", "e1")  # a's send failed: b may
+    assert b.claim("hook", "e1", now=101.0)
+    b.record("hook", "e1", now=101.2)  # sent: the claim ends, the record stays
+    assert a.seen("hook", "e1")
+    assert a.claim("hook", "e2", now=200.0)
+    assert b.claim("hook", "e2", now=200.0 + CLAIM_TTL + 1)  # a died holding it
