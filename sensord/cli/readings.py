@@ -132,8 +132,19 @@ def line(r: StreamReading) -> str:
     return f"{text} {r.unit}" if r.unit else text
 
 
+async def _connect(aio_pika: Any, urls: list[str]) -> Any:
+    """The first of the cluster's nodes that answers."""
+    for i, url in enumerate(urls):
+        try:
+            return await aio_pika.connect(url)
+        except (OSError, aio_pika.exceptions.AMQPError, TimeoutError):
+            if i == len(urls) - 1:
+                raise
+    raise ValueError("no [amqp] url")
+
+
 async def tail(
-    url: str,
+    url: str | list[str],
     queue: str,
     offset: str | int | datetime,
     matchers: list[tuple[str, str]],
@@ -147,7 +158,7 @@ async def tail(
     import aio_pika  # noqa: PLC0415 - the verb's own dependency, not the CLI's
 
     printed = 0
-    connection = await aio_pika.connect(url)
+    connection = await _connect(aio_pika, [url] if isinstance(url, str) else url)
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)  # a stream consumer needs a prefetch
@@ -193,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
                 tail(
-                    settings.amqp.url.get_secret_value(),
+                    settings.amqp.urls,
                     queue,
                     offset,
                     matchers,

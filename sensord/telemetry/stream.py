@@ -40,6 +40,7 @@ from aiormq.exceptions import ChannelPreconditionFailed
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sensord.amqp.failover import NodeRing, connect_robust
 from sensord.amqp.settings import AmqpSettings
 from sensord.events import Reading
 from sensord.ops.aio import first
@@ -83,6 +84,7 @@ class ReadingsStream:
         self._settings = settings
         self._amqp = amqp
         self.queue = stream_name(amqp)
+        self._ring = NodeRing(amqp, "telemetry")
         self._gate = gate
         # the pipeline appends here (the hot path); the ticker empties it into _buffer
         self._incoming: list[Reading] = []
@@ -164,11 +166,12 @@ class ReadingsStream:
     async def _exchange(self) -> AbstractExchange:
         s = self._amqp
         if self._connection is None:
-            self._connection = await aio_pika.connect_robust(
-                s.url.get_secret_value(),
+            # the cluster's nodes in turn, as the alert drain's (amqp/failover.py)
+            self._connection = await connect_robust(
+                s,
+                self._ring,
                 reconnect_interval=s.reconnect_interval,
                 timeout=s.publish_timeout,
-                client_properties={"connection_name": "sensord telemetry"},
             )
         if self._channel is None:
             self._channel = await self._connection.channel(
