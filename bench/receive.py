@@ -59,7 +59,7 @@ async def _sensord(args: argparse.Namespace) -> dict[str, float]:
     done = asyncio.Event()
     finished = 0.0
 
-    def sink(reading: Reading, now: float, topic: str | None) -> None:
+    def sink(reading: Reading, now: float, key: object) -> None:
         nonlocal finished
         history.record(reading, now)  # what service.py does per reading
         engine.observe(reading, now)

@@ -182,7 +182,9 @@ async def _alone(readings: int) -> dict[str, Any]:
     bare: list[Reading] = []
     started = await feed(bare.append)
     base = (time.process_time() - started) / readings * 1e6
-    amqp = AmqpSettings(url=AMQP_URL, prefix=f"benchtel{os.getpid()}x{time.time_ns() % 10**6}")
+    amqp = AmqpSettings.model_validate(
+        {"url": AMQP_URL, "prefix": f"benchtel{os.getpid()}x{time.time_ns() % 10**6}"}
+    )
     stream = ReadingsStream(TelemetrySettings(stream=True), amqp)
     stop = asyncio.Event()
     task = asyncio.create_task(stream.run(stop))

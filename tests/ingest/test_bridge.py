@@ -80,7 +80,7 @@ async def bridge_running(
     rules = engine if engine is not None else RuleEngine([HOT])
     out: Collected
 
-    def sink(reading: Reading, now: float, topic: str | None) -> None:
+    def sink(reading: Reading, now: float, key: object) -> None:
         out.readings.append(reading)
         out.transitions.extend(rules.observe(reading, now))
 

@@ -41,7 +41,7 @@ class BridgeThread:
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="fuzz-bridge", daemon=True)
 
-    def _sink(self, reading: Reading, now: float, topic: str | None) -> None:
+    def _sink(self, reading: Reading, now: float, key: object) -> None:
         assert isinstance(reading.value, float)
         self.readings += 1
 

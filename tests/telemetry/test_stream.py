@@ -21,7 +21,9 @@ from tests.telemetry.support import delete_queue, read_stream, reading, unique_b
 
 def make_stream(url: str = AMQP_URL, **telemetry: Any) -> ReadingsStream:
     settings = TelemetrySettings(stream=True, **{"batch": 0.05, **telemetry})
-    amqp = AmqpSettings(url=url, prefix=f"t{uid()}", reconnect_interval=0.2, publish_timeout=3)
+    amqp = AmqpSettings.model_validate(
+        {"url": url, "prefix": f"t{uid()}", "reconnect_interval": 0.2, "publish_timeout": 3}
+    )
     return ReadingsStream(settings, amqp)
 
 

@@ -18,11 +18,12 @@ from sensord.ingest.formats import FormatOptions, PayloadFormat
 F = TypeVar("F")
 
 
-def create(
-    name: str, cls: type[F], /, *, site: str = "home", source: str = "mqtt", **options: object
-) -> F:
-    """The format `name`, of class `cls`; of the test's options `units` and `max_sensors`
-    go to FormatOptions, the rest are the format's own keys."""
+def create(name: str, cls: type[F], /, **options: object) -> F:
+    """The format `name`, of class `cls`; of the test's options `units`, `max_sensors`,
+    `site` (default "home") and `source` (default "mqtt") go to FormatOptions, the rest
+    are the format's own keys."""
+    site = str(options.pop("site", "home"))
+    source = str(options.pop("source", "mqtt"))
     units = options.pop("units", {})
     max_sensors = options.pop("max_sensors", 10_000)
     assert isinstance(units, dict)
