@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test venv services lint typecheck pytest bench bench-ingest chaos soak clean help install uninstall cluster-start cluster-stop cluster-status test-cluster
+.PHONY: run test venv services lint typecheck pytest bench bench-ingest chaos soak clean help install uninstall cluster-start cluster-stop cluster-status test-cluster test-slow
 
 help:
 	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
@@ -85,3 +85,6 @@ cluster-status: venv
 # three notifiers); the short leader-kill test runs in `make test`
 test-cluster: venv services
 	$(BIN)/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
+test-slow: venv services
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)

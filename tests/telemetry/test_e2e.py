@@ -132,6 +132,7 @@ async def test_rabbitmq_cut_readings_buffered_then_delivered(
     assert values_per_sensor(unique_by_message(records)) == EXPECTED_300
 
 
+@pytest.mark.slow  # ~30 s; tests/telemetry/test_stream.py proves the bound on the component
 async def test_a_tiny_buffer_counts_what_it_drops(
     telemetry_sensord: SensordProcess, mqtt_pub: MqttPublisher
 ) -> None:

@@ -379,7 +379,7 @@ def _check(fmt: EsphomeFormat, topic: str, payload: bytes) -> None:
     check_readings(readings, nonempty_device=True, nonempty_kind=True)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(messages=st.lists(st.tuples(_TOPICS, st.binary(max_size=80)), max_size=4))
 def test_fuzz_bytes_raise_nothing_but_payload_error(messages: list[tuple[str, bytes]]) -> None:
     fmt = make(max_sensors=2)
@@ -388,7 +388,7 @@ def test_fuzz_bytes_raise_nothing_but_payload_error(messages: list[tuple[str, by
         _check(fmt, topic, payload)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(messages=st.lists(st.tuples(_TOPICS, _CONFIG | _JSON), max_size=4))
 def test_fuzz_json_raises_nothing_but_payload_error(messages: list[tuple[str, object]]) -> None:
     fmt = make(max_sensors=2)

@@ -695,7 +695,7 @@ templates = st.sampled_from(
 )
 
 
-@settings(max_examples=200, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(config_keys, _JSON | templates | st.just("~/s"), max_size=8),
     st.sampled_from(
@@ -715,7 +715,7 @@ def test_fuzz_configs_and_states(config: dict[str, object], topic: str, state: b
             check_readings(_parse(fmt, t, state))
 
 
-@settings(max_examples=200, database=None)
+@settings(max_examples=100, database=None)
 @given(st.binary(max_size=256), st.sampled_from(["homeassistant/sensor/x/config", "s", "a"]))
 def test_fuzz_bytes(payload: bytes, topic: str) -> None:
     fmt, _ = make()
@@ -727,7 +727,7 @@ def test_fuzz_bytes(payload: bytes, topic: str) -> None:
     check_readings(_parse(fmt, topic, payload))
 
 
-@settings(max_examples=200, database=None)
+@settings(max_examples=100, database=None)
 @given(st.text(max_size=80))
 def test_fuzz_templates(source: str) -> None:
     try:

@@ -287,7 +287,7 @@ def test_the_simulated_device_reads_back() -> None:
     assert [r.ts for r in readings] == pytest.approx([NOW - 5] * 3)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(st.binary(max_size=80))
 def test_fuzz_bytes(payload: bytes) -> None:
     with contextlib.suppress(PayloadError):
@@ -297,7 +297,7 @@ def test_fuzz_bytes(payload: bytes) -> None:
 _alphabet = st.sampled_from(list('ab1 ,="\\\n#.-iutTeE'))
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(st.lists(_alphabet, max_size=60).map("".join))
 def test_fuzz_line_protocol_like_text(text: str) -> None:
     with contextlib.suppress(PayloadError):

@@ -446,7 +446,7 @@ _label = st.sampled_from([*LABELS, "x", "n_"])
 _record = st.dictionaries(_label, _scalar, max_size=6)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(st.lists(_record, max_size=5))
 def test_fuzz_json_packs(pack: Pack) -> None:
     f = fmt()
@@ -454,7 +454,7 @@ def test_fuzz_json_packs(pack: Pack) -> None:
         check_readings(f.parse(TOPIC, json.dumps(pack).encode(), NOW))
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(st.lists(_record, max_size=5))
 def test_fuzz_cbor_packs(pack: Pack) -> None:
     f = fmt()
@@ -462,7 +462,7 @@ def test_fuzz_cbor_packs(pack: Pack) -> None:
         check_readings(f.parse(TOPIC, to_cbor(pack), NOW))
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(st.binary(max_size=64))
 def test_fuzz_bytes(payload: bytes) -> None:
     for f in (fmt(), fmt(encoding="cbor"), NativeFormat(FormatOptions(TEMPLATE, 4096))):
@@ -470,7 +470,7 @@ def test_fuzz_bytes(payload: bytes) -> None:
             check_readings(f.parse(TOPIC, payload, NOW))
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(st.binary(max_size=48))
 def test_fuzz_cbor_bytes_after_an_array_head(tail: bytes) -> None:
     f = fmt()

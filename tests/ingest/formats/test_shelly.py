@@ -424,13 +424,13 @@ def _check(topic: str, payload: bytes) -> None:
     check_readings(parse_or_refused(make(), topic, payload, NOW, "shelly"), nonempty_device=True)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(topic=_TOPICS, payload=st.binary(max_size=200))
 def test_fuzz_bytes_raise_nothing_but_payload_error(topic: str, payload: bytes) -> None:
     _check(topic, payload)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(topic=_TOPICS, document=_NOTIFICATION | _COMPONENT | _JSON)
 def test_fuzz_json_raises_nothing_but_payload_error(topic: str, document: object) -> None:
     _check(topic, json.dumps(document).encode())

@@ -770,7 +770,7 @@ def parse_or_refuse(fmt: SparkplugFormat, topic: str, data: bytes) -> None:
 TOPICS = [T_NBIRTH, T_NDATA, T_NDEATH, T_DBIRTH, T_DDATA, T_DDEATH]
 
 
-@settings(max_examples=200, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(TOPICS), st.binary(max_size=300))
 def test_fuzz_bytes(topic: str, data: bytes) -> None:
     fmt = born(rebirth=True)
@@ -800,7 +800,7 @@ _metrics = st.lists(
 )
 
 
-@settings(max_examples=200, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(

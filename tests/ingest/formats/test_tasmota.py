@@ -368,13 +368,13 @@ _TOPICS = st.sampled_from(
 )
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(topic=_TOPICS, payload=st.binary(max_size=64))
 def test_fuzz_bytes(topic: str, payload: bytes) -> None:
     check_readings(parse_or_refused(make(), topic, payload, NOW, "tasmota"), finite_ts=True)
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(topic=_TOPICS, data=_OBJECTS | _JSON, zone=st.sampled_from([None, "UTC", "Europe/Berlin"]))
 def test_fuzz_json(topic: str, data: object, zone: str | None) -> None:
     fmt = make() if zone is None else make(timezone=zone)

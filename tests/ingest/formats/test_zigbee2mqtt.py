@@ -526,13 +526,13 @@ _TOPICS = st.sampled_from(
 )
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(topic=_TOPICS, payload=st.binary(max_size=64))
 def test_fuzz_bytes(topic: str, payload: bytes) -> None:
     check_readings(parse_or_refused(make(), topic, payload, NOW, "zigbee2mqtt"))
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@settings(max_examples=100, database=None, deadline=None)
 @given(topic=_TOPICS, data=_JSON)
 def test_fuzz_json(topic: str, data: object) -> None:
     fmt = make()
