@@ -49,51 +49,68 @@ def _send(pub: MqttPublisher, messages: list[tuple[str, bytes, int, bool]]) -> N
         pub.client.publish(topic, payload, qos, retain).wait_for_publish(10)
 
 
-@pytest.mark.parametrize("fmt", devices.names())
-async def test_a_simulated_device_is_read_end_to_end(
-    fmt: str, sensord: SensordProcess, broker: PrivateMosquitto
+# one sensord per group: the formats whose default topics do not overlap share one (the
+# homeassistant and esphome sources would both read ESPHome's discovery configs)
+GROUPS = {
+    "ecosystems": [f for f in devices.names() if f != "homeassistant"],
+    "homeassistant": ["homeassistant"],
+}
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+async def test_simulated_devices_are_read_end_to_end(
+    group: str, sensord: SensordProcess, broker: PrivateMosquitto
 ) -> None:
+    fmts = GROUPS[group]
     sensord.mqtt_port = broker.port
-    sensord.extra_toml = f'[[mqtt.sources]]\nformat = "{fmt}"\nsite = "e2e"\n'
-    device = devices.get(fmt)("dev-1", "e2e")
+    sensord.extra_toml = "".join(f'[[mqtt.sources]]\nformat = "{f}"\nsite = "e2e"\n' for f in fmts)
+    fleet = {f: devices.get(f)(f"dev-{f}", "e2e") for f in fmts}
     pub = MqttPublisher(broker.port)
     found: list[tuple[str, str, str, float]] = []
 
-    async def listed() -> set[tuple[str, float]]:
+    async def listed(fmt: str) -> set[tuple[str, float]]:
+        """(kind, value) of the sensors of format `fmt`'s device."""
         nonlocal found
         _, body = await sensord.get("/api/v1/sensors?spark=0")
         found = _sensors(json.loads(body))
-        return {(k, round(v, 3)) for _s, _d, k, v in found}
+        return {(k, round(v, 3)) for _s, d, k, v in found if f"dev-{fmt}" in d}
 
     try:
         async with running(sensord):
-            _send(pub, device.birth())
+            for device in fleet.values():
+                _send(pub, device.birth())
             # a discovery source subscribes to the state topics its configs name: until
-            # that SUBACK, a state report may find no subscriber, so the device reports
+            # that SUBACK, a state report may find no subscriber, so the devices report
             # again, as real ones do periodically
             deadline = time.monotonic() + 30
-            while not set(VALUES.items()) <= await listed():
-                assert time.monotonic() < deadline, f"{fmt}: values not listed: {found}"
-                _send(pub, device.state(VALUES, time.time()))
+            waiting = list(fmts)
+            while waiting:
+                assert time.monotonic() < deadline, f"{waiting}: values not listed: {found}"
+                for fmt in waiting:
+                    _send(pub, fleet[fmt].state(VALUES, time.time()))
                 await asyncio.sleep(0.5)
+                waiting = [f for f in waiting if not set(VALUES.items()) <= await listed(f)]
             assert all(site == "e2e" for site, *_ in found), found
-            assert all("dev-1" in dev for _s, dev, _k, _v in found), found
+            assert all(any(f"dev-{f}" in d for f in fmts) for _s, d, _k, _v in found), found
             # availability: online after the birth, offline after the death (Telegraf's
             # line protocol has none: its device sends no birth and no death)
-            availability = bool(device.death())
-            assert (("online", 1.0) in await listed()) is availability, found
-            _send(pub, device.death())
+            announced = [f for f in fmts if fleet[f].death()]
+            for fmt in fmts:
+                assert (("online", 1.0) in await listed(fmt)) is (fmt in announced), fmt
+                _send(pub, fleet[fmt].death())
             deadline = time.monotonic() + 20
-            while availability and ("online", 0.0) not in await listed():
-                assert time.monotonic() < deadline, f"{fmt}: not offline: {found}"
-                await asyncio.sleep(0.2)
+            for fmt in announced:
+                while ("online", 0.0) not in await listed(fmt):
+                    assert time.monotonic() < deadline, f"{fmt}: not offline: {found}"
+                    await asyncio.sleep(0.2)
             metrics = await sensord.metrics()
-            expected = len(VALUES) + (2 if availability else 0)
-            assert metrics[f'sensord_readings_total{{source="{fmt}"}}'] >= expected
             cli = run_cli("sources", "--url", sensord.base_url)
             assert cli.returncode == 0, cli.stderr
-            assert f"{fmt}  format {fmt}" in cli.stdout
-            assert "e2e/" in cli.stdout  # a device it has seen
+            for fmt in fmts:
+                expected = len(VALUES) + (2 if fmt in announced else 0)
+                assert metrics[f'sensord_readings_total{{source="{fmt}"}}'] >= expected, fmt
+                assert f"{fmt}  format {fmt}" in cli.stdout
+                assert f"e2e/dev-{fmt}" in cli.stdout  # a device it has seen
     finally:
         pub.close()
 
