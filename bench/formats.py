@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +47,7 @@ from typing import Any
 from bench.broker import PrivateMosquitto
 from bench.formats_load import NATIVE, SITE, Backlog, Expected, build, names, packets, replay
 from bench.load import RawPublisher
-from bench.product import _median_of, _positive, _rotate, versions
+from bench.product import _median_of, _positive, _rotate, run_to_json, versions
 from bench.product_sensord import MetricsPoller, SensordRun, get_metrics
 from sensord.ingest.sources import build_sources
 from sensord.ops.config import load_settings
@@ -502,16 +500,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C: the `finally` blocks stop sensord and the broker and
-    # delete the run's queues, exchange and temp dir
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        result = run(cfg)
-    except KeyboardInterrupt:
-        progress("interrupted")
-        return 130
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_to_json(lambda: run(cfg))
 
 
 if __name__ == "__main__":

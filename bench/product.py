@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -437,18 +437,24 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C: the `finally` blocks stop sensord and the broker and
-    # delete the run's queues, exchange and temp dir
+def run_to_json(run: Callable[[], dict[str, Any]]) -> int:
+    """A product benchmark's entry point: `run()`'s JSON on stdout; Ctrl-C exits 130.
+
+    SIGTERM unwinds like Ctrl-C: the `finally` blocks stop sensord and the broker and
+    delete the run's queues, exchange and temp dir."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        result = run(cfg)
+        result = run()
     except KeyboardInterrupt:
         progress("interrupted")
         return 130
     print(json.dumps(result, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    return run_to_json(lambda: run(cfg))
 
 
 if __name__ == "__main__":

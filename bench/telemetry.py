@@ -32,7 +32,6 @@ import io
 import json
 import os
 import re
-import signal
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import aio_pika
 
 from bench.broker import PrivateMosquitto
 from bench.product import Config as ProductConfig
-from bench.product import _watch_drain, create_session, delete_session
+from bench.product import _watch_drain, create_session, delete_session, run_to_json
 from bench.product_load import publish_backlog
 from bench.product_sensord import AMQP_URL, MetricsPoller, SensordRun, get_metrics
 from sensord.amqp.settings import AmqpSettings
@@ -312,14 +311,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProductConfig, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, window = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        result = run(cfg, window)
-    except KeyboardInterrupt:
-        progress("interrupted")
-        return 130
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_to_json(lambda: run(cfg, window))
 
 
 if __name__ == "__main__":

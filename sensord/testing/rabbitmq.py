@@ -21,121 +21,39 @@ stop` (scripts/rabbitmq-cluster.sh) stops a cluster another process started.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sensord.errors import SensordError
 from sensord.testing.ports import free_port
+from sensord.testing.rabbitmq_node import (
+    EPMD,
+    HOST,
+    STATE_FILE,
+    ClusterError,
+    ClusterState,
+    RabbitNode,
+    alive,
+    amqp_answers,
+    missing,
+    port_open,
+    rabbitmq_sbin,
+)
 from sensord.testing.tls import TlsFiles
 
-# the server's own scripts (not the root-to-rabbitmq wrappers in /usr/sbin)
-_SBIN_GLOB = "/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin"
-EPMD = shutil.which("epmd", path="/usr/bin:/usr/lib/erlang/bin") or "/usr/bin/epmd"
-STATE_FILE = "cluster.json"
-HOST = "127.0.0.1"
-
-
-class ClusterError(SensordError):
-    """The cluster could not be started, joined or asked in time."""
-
-
-def rabbitmq_sbin() -> Path | None:
-    """The installed server's own `sbin/` (the newest version), or None."""
-    found = sorted(Path("/").glob(_SBIN_GLOB.lstrip("/")))
-    for sbin in reversed(found):
-        if (sbin / "rabbitmq-server").is_file() and (sbin / "rabbitmqctl").is_file():
-            return sbin
-    return None
-
-
-def missing() -> str | None:
-    """Why a cluster cannot run here (for a test's skip), or None."""
-    if rabbitmq_sbin() is None:
-        return f"rabbitmq-server is not installed (no {_SBIN_GLOB}/rabbitmq-server)"
-    if not Path(EPMD).is_file():
-        return f"epmd (Erlang) is not installed ({EPMD})"
-    return None
-
-
-@dataclass
-class RabbitNode:
-    """One node: its name, ports and directories; `pid` while it runs."""
-
-    index: int
-    name: str  # e.g. sensord-rmq-1@localhost
-    amqp_port: int
-    dist_port: int
-    tls_port: int | None
-    dir: str
-    pid: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@{HOST}:{self.amqp_port}/"
-
-    @property
-    def tls_url(self) -> str | None:
-        return None if self.tls_port is None else f"amqps://guest:guest@localhost:{self.tls_port}/"
-
-
-@dataclass
-class _State:
-    workdir: str
-    cookie: str
-    epmd_port: int
-    epmd_pid: int | None
-    ctl_dist_min: int
-    ctl_dist_max: int
-    nodes: list[RabbitNode] = field(default_factory=list)
-    remove_workdir: bool = False
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie of ours counts as gone
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((HOST, port)) == 0
-
-
-def _amqp_answers(port: int) -> bool:
-    """The AMQP listener speaks: the protocol header gets connection.start back."""
-    try:
-        with socket.create_connection((HOST, port), timeout=1.0) as s:
-            s.sendall(b"AMQP\x00\x00\x09\x01")
-            return s.recv(1)[:1] == b"\x01"  # a method frame
-    except OSError:
-        return False
+__all__ = ["ClusterError", "RabbitCluster", "RabbitNode", "missing", "rabbitmq_sbin"]
 
 
 class RabbitCluster:
@@ -170,7 +88,7 @@ class RabbitCluster:
         self.start_timeout = start_timeout
         self._own_workdir = workdir is None
         self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix=name + "-"))
-        self._state: _State | None = None
+        self._state: ClusterState | None = None
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- state ---------------------------------------------------------------------------
@@ -215,7 +133,7 @@ class RabbitCluster:
             raise ClusterError(missing() or "rabbitmq-server is not installed")
         cluster.sbin = sbin
         nodes = [RabbitNode(**n) for n in data.pop("nodes")]
-        cluster._state = _State(**data, nodes=nodes)
+        cluster._state = ClusterState(**data, nodes=nodes)
         cluster.size = len(nodes)
         cluster.name = nodes[0].name.partition("@")[0].rpartition("-")[0] if nodes else ""
         cluster.base_port = None
@@ -336,7 +254,7 @@ class RabbitCluster:
         self._procs[proc.pid] = proc
         self._save()
         deadline = time.monotonic() + 10
-        while not _port_open(st.epmd_port):
+        while not port_open(st.epmd_port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise ClusterError(f"epmd on port {st.epmd_port} did not start")
             time.sleep(0.02)
@@ -359,8 +277,8 @@ class RabbitCluster:
 
     def _wait_up(self, node: RabbitNode, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not _amqp_answers(node.amqp_port):
-            if not _alive(node.pid):
+        while not amqp_answers(node.amqp_port):
+            if not alive(node.pid):
                 raise ClusterError(f"{node.name} exited while starting: {self._log_tail(node)}")
             if time.monotonic() > deadline:
                 raise ClusterError(f"{node.name} not up after {timeout:g}s: {self._log_tail(node)}")
@@ -382,7 +300,7 @@ class RabbitCluster:
         (self.workdir / "rabbitmq-env.conf").write_text("# sensord test cluster\n")
         ports = self._ports()
         ctl_min = ports["ctl"]
-        self._state = _State(
+        self._state = ClusterState(
             workdir=str(self.workdir),
             cookie=secrets.token_hex(16).upper(),
             epmd_port=ports["epmd"],
@@ -436,7 +354,7 @@ class RabbitCluster:
 
     def running_nodes(self, via: RabbitNode | str | int | None = None) -> list[str]:
         """The nodes a running node sees in its cluster (`cluster_status`)."""
-        ask = self.node(via) if via is not None else next(n for n in self.nodes if _alive(n.pid))
+        ask = self.node(via) if via is not None else next(n for n in self.nodes if alive(n.pid))
         data = json.loads(self.ctl(ask, "cluster_status", "--formatter", "json"))
         return sorted(data.get("running_nodes", []))
 
@@ -456,7 +374,7 @@ class RabbitCluster:
     def kill(self, node: RabbitNode | str | int) -> RabbitNode:
         """SIGKILL the node's beam: a crash, no goodbye to its peers or clients."""
         n = self.node(node)
-        if n.pid is not None and _alive(n.pid):
+        if n.pid is not None and alive(n.pid):
             os.kill(n.pid, signal.SIGKILL)
             self._reap(n.pid, 10.0)
         n.pid = None
@@ -466,7 +384,7 @@ class RabbitCluster:
     def restart(self, node: RabbitNode | str | int, timeout: float = 60.0) -> RabbitNode:
         """Start a stopped or killed node again (stopping it first if it runs); it rejoins."""
         n = self.node(node)
-        if n.pid is not None and _alive(n.pid):
+        if n.pid is not None and alive(n.pid):
             self._terminate(n.pid, 30.0)
             n.pid = None
         self._spawn(n)
@@ -476,7 +394,7 @@ class RabbitCluster:
     def stop_node(self, node: RabbitNode | str | int, timeout: float = 30.0) -> RabbitNode:
         """A clean stop (SIGTERM: the node leaves its queues' leadership first)."""
         n = self.node(node)
-        if n.pid is not None and _alive(n.pid):
+        if n.pid is not None and alive(n.pid):
             self._terminate(n.pid, timeout)
         n.pid = None
         self._save()
@@ -485,7 +403,7 @@ class RabbitCluster:
     def leader(self, queue: str, vhost: str = "/") -> RabbitNode:
         """The node that leads quorum queue `queue` now."""
         last = ""
-        for ask in [n for n in self.nodes if _alive(n.pid)]:
+        for ask in [n for n in self.nodes if alive(n.pid)]:
             try:
                 out = self.ctl(
                     ask, "list_queues", "-p", vhost, "name", "leader", "--formatter", "json"
@@ -512,7 +430,7 @@ class RabbitCluster:
                     "name": n.name,
                     "url": n.url,
                     "tls_url": n.tls_url,
-                    "pid": n.pid if _alive(n.pid) else None,
+                    "pid": n.pid if alive(n.pid) else None,
                     "clustered": n.name in running,
                 }
                 for n in self.nodes
@@ -530,7 +448,7 @@ class RabbitCluster:
             self._procs[pid] = proc
             return False
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
@@ -550,7 +468,7 @@ class RabbitCluster:
         if st is None:
             return
         # all nodes at once: a clean stop of one waits on its peers otherwise
-        pids = [n.pid for n in st.nodes if n.pid is not None and _alive(n.pid)]
+        pids = [n.pid for n in st.nodes if n.pid is not None and alive(n.pid)]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -561,7 +479,7 @@ class RabbitCluster:
                 self._reap(pid, 5.0)
         for n in st.nodes:
             n.pid = None
-        if st.epmd_pid is not None and _alive(st.epmd_pid):
+        if st.epmd_pid is not None and alive(st.epmd_pid):
             self._terminate(st.epmd_pid, 5.0)
         st.epmd_pid = None
         self._state = None
@@ -588,55 +506,7 @@ class RabbitCluster:
         self.stop()
 
 
-# -- command line (scripts/rabbitmq-cluster.sh) ------------------------------------------
+if __name__ == "__main__":  # python -m sensord.testing.rabbitmq: scripts/rabbitmq-cluster.sh
+    from sensord.testing.rabbitmq_cli import main
 
-DEFAULT_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "sensord-rabbitmq-cluster"  # noqa: S108
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sensord.testing.rabbitmq",
-        description="A local RabbitMQ cluster for trying sensord's scale-out on one machine.",
-    )
-    parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state and data directory")
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument(
-        "--base-port", type=int, default=5680, help="node i listens on BASE+i (default 5680)"
-    )
-    parser.add_argument("--tls", action="store_true", help="also a TLS listener (throw-away CA)")
-    args = parser.parse_args(argv)
-    state = args.dir / STATE_FILE
-    if args.command == "start":
-        if state.exists():
-            print(f"a cluster is running from {args.dir}: stop it first", file=sys.stderr)
-            return 1
-        if (why := missing()) is not None:
-            print(why, file=sys.stderr)
-            return 1
-        args.dir.mkdir(parents=True, exist_ok=True)
-        tls = None
-        if args.tls:
-            from sensord.testing.tls import make_tls_files  # noqa: PLC0415
-
-            (args.dir / "tls").mkdir(exist_ok=True)
-            tls = make_tls_files(args.dir / "tls")
-        cluster = RabbitCluster(args.nodes, args.dir, base_port=args.base_port, tls=tls)
-        cluster.start()
-        print(json.dumps({**cluster.status(), "started_in_s": round(cluster.started_in, 1)}))
-        print("sensord: [amqp] url = " + json.dumps(cluster.urls), file=sys.stderr)
-        return 0
-    if not state.exists():
-        print(f"no cluster in {args.dir}", file=sys.stderr)
-        return 0 if args.command == "stop" else 3
-    cluster = RabbitCluster.attach(args.dir)
-    if args.command == "stop":
-        cluster.stop()
-        print(f"stopped the cluster in {args.dir}", file=sys.stderr)
-        return 0
-    print(json.dumps(cluster.status(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())
