@@ -22,6 +22,7 @@ def test_telemetry_bench_compares_both_variants_and_checks_the_stream() -> None:
     (run,) = result["runs_detail"]
     assert set(run["order"]) == {"off", "stream"}
     for variant in ("off", "stream"):
+        assert "error" not in run[variant], run[variant]  # the measurement's own failure
         assert run[variant]["exit_code"] == 0, run[variant]
         assert run[variant]["readings_per_s"] > 0
     assert run["stream"]["telemetry_published"] == 2000
