@@ -7,10 +7,11 @@ from pydantic import Field, model_validator
 
 from sensord.amqp.settings import AmqpSettings
 from sensord.ops.settings import Duration, Section
+from sensord.telemetry.partition import stream_names
 
 
 def stream_name(amqp: AmqpSettings) -> str:
-    """The readings stream's queue: `<prefix>.readings`."""
+    """The readings stream's queue: `<prefix>.readings` (one partition)."""
     return f"{amqp.prefix}.readings"
 
 
@@ -30,6 +31,11 @@ class TelemetrySettings(Section):
     prometheus: bool = False
     prometheus_max_series: int = Field(default=10_000, ge=1)
     prometheus_stale: Duration = 900.0
+    # N > 1: N streams <prefix>.readings.0 … .N-1, a reading's one chosen by a stable hash
+    # of these labels (telemetry/partition.py); the edges and the rules processes of one
+    # cluster must agree on both
+    partitions: int = Field(default=1, ge=1, le=1024)
+    partition_by: list[str] = Field(default_factory=lambda: ["site"], min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> TelemetrySettings:
@@ -37,9 +43,15 @@ class TelemetrySettings(Section):
             raise ValueError("batch must be longer than 0s")
         if self.stream_max_age < 1:
             raise ValueError("stream_max_age must be at least 1s")
+        if len(set(self.partition_by)) != len(self.partition_by):
+            raise ValueError("partition_by names a label twice")
         if self.prometheus_stale <= 0:
             raise ValueError("prometheus_stale must be longer than 0s")
         return self
+
+    def stream_names(self, amqp: AmqpSettings) -> list[str]:
+        """The readings streams, partition i at index i (telemetry/partition.py)."""
+        return stream_names(amqp.prefix, self.partitions)
 
     @property
     def max_age_argument(self) -> str:
