@@ -16,6 +16,7 @@ from sensord.alerts.store import AlertStore
 from sensord.amqp.connection import AmqpLink
 from sensord.amqp.failover import NodeRing
 from sensord.amqp.topology import declare_topology_once, make_broker
+from sensord.central.wiring import build_reader
 from sensord.delivery.drain import OutboxDrain
 from sensord.delivery.outbox import Outbox, open_memory_db, open_state_db
 from sensord.http.api import AlertsApi
@@ -41,7 +42,7 @@ from sensord.telemetry.wiring import build_telemetry
 
 log = logging.getLogger("sensord")
 
-Role = Literal["all", "edge", "notify"]
+Role = Literal["all", "edge", "notify", "rules"]
 
 
 class Service:
@@ -68,24 +69,29 @@ class Service:
                 on_move=lambda _old, _new: metrics.amqp_failovers.labels("broker").inc(),
             ),
         )
-        self.edge = edge = role in ("all", "edge")
+        # edge: MQTT in (and the telemetry out); central: the readings stream in; either
+        # judges (rules, alert state, outbox); notifying: alert events to the channels
+        self.edge = role in ("all", "edge")
+        self.central = role == "rules"
+        self.judging = judging = self.edge or self.central
         self.notifying = role in ("all", "notify")
-        # the state file: the edge's rule state, outbox and alerts; the notify role's
-        # handled event ids. One connection: one transaction holds a batch's all.
+        # the state file: the judging roles' rule state, outbox and alerts (and a central
+        # process's stream offsets); the notify role's handled event ids. One connection:
+        # one transaction holds a batch's all.
         state_path = settings.resolve(settings.state.path)
         self.db = open_state_db(state_path, autocheckpoint=False)
         self.checkpointer = Checkpointer(state_path)  # WAL fsyncs off the event loop
-        self.state = StateStore(self.db) if edge else None
-        db = self.db if edge else open_memory_db()
+        self.state = StateStore(self.db) if judging else None
+        db = self.db if judging else open_memory_db()
         self.outbox = Outbox(db, settings.amqp.max_pending, metrics)
         self.publisher = OutboxDrain(settings.amqp, self.outbox, metrics)
-        self.store = AlertStore(self.db, inhibit_rules(settings.alerts)) if edge else None
+        self.store = AlertStore(self.db, inhibit_rules(settings.alerts)) if judging else None
         # the status page's recent values per sensor (only an edge ingests)
         self.history = History(settings.http.history_window, settings.http.history_step)
         # readings out: the stream (with its own buffer) and the gauges; alerts go first
         self.telemetry = build_telemetry(
             settings.telemetry, settings.amqp, metrics, self.history,
-            edge=edge, gate=self.publisher.caught_up,
+            edge=self.edge, gate=self.publisher.caught_up,
         )  # fmt: skip
         self.pipeline: AlertPipeline | None = None
         if self.state is not None and self.store is not None:
@@ -99,6 +105,8 @@ class Service:
                 metrics=metrics,
                 repeats=repeat_policy(list(settings.channels), settings.alerts),
                 tap=self.telemetry.append if self.telemetry else None,
+                # a replay after a takeover repeats a transition's id: dropped as seen
+                derive_ids=self.central,
             )
         self.quarantine = Quarantine(self.broker, settings.amqp, settings.ingest, metrics)
         pipeline = self.pipeline
@@ -111,7 +119,11 @@ class Service:
             on_batch_end=pipeline.end_batch if pipeline else None,
             on_late=pipeline.on_late if pipeline else None,
         )
-        metrics.sources = self.bridge.sources
+        # a central process reads no MQTT source: sensord_readings_total{source="sensord"}
+        metrics.sources = [] if self.central else self.bridge.sources
+        self.reader = (
+            build_reader(settings, self.pipeline, self.state, metrics) if self.central else None
+        )
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
         self.notifier: Notifier | None = None
@@ -126,18 +138,19 @@ class Service:
                 metrics,
                 handled=HandledEvents(self.db),
                 # one process, one core: a backlog reaches RabbitMQ before it is notified
-                gate=self.publisher.caught_up if edge else None,
+                gate=self.publisher.caught_up if judging else None,
             )
         self.amqp = self._amqp_link()
         self.page = StatusPage(
-            self.history if edge else None,
+            self.history if judging else None,
             lambda: self.engine.rules,
             self._overview,  # the health's, built right after the page
             settings.http.silent_after,
         )
         self.health = Health(
-            settings, role, metrics, self.bridge, self.publisher, self.quarantine,
-            self.store, self.history, self.page, self.amqp.up, edge, self.notifying,
+            settings, role, metrics, self.reader or self.bridge, self.publisher,
+            self.quarantine, self.store, self.history, self.page, self.amqp.up, judging,
+            self.notifying,
             amqp_nodes=self._amqp_nodes,
         )  # fmt: skip
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
@@ -182,8 +195,10 @@ class Service:
     def _amqp_nodes(self) -> dict[str, str | None]:
         """The RabbitMQ node (host:port) each connection of this process is on, or None."""
         nodes: dict[str, str | None] = {}
-        if self.edge:
+        if self.judging:
             nodes["publish"] = self.publisher.ring.connected
+        if self.reader is not None:
+            nodes["streams"] = self.reader.ring.connected
         if self.notifier is not None:
             nodes["consume"] = self.notifier.ring.connected
         ring = getattr(self.broker, "ring", None)

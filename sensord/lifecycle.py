@@ -50,14 +50,50 @@ def reload(service: Service) -> tuple[bool, list[str]]:
         service.systemd.notify("READY=1", f"STATUS={service.health.status_text()}")
 
 
+def _start_ticks(service: Service) -> AsyncIOScheduler:
+    """The rules' timers (`for`, deadman) and the alerts' repeats, every `[rules] tick`."""
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(
+        service._tick,
+        "interval",
+        seconds=service.settings.rules.tick,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=None,
+    )
+    scheduler.start()
+    return scheduler
+
+
+async def _flush(service: Service, telemetry_task: asyncio.Task[None] | None) -> None:
+    """On stop, once nothing new comes in: the alert events, then the readings stream."""
+    grace = service.settings.amqp.stop_grace
+    flush_from = time.monotonic()
+    left = await service.publisher.flush(grace)
+    if left:
+        log.error(
+            "%d alert event(s) not published to RabbitMQ within the %gs "
+            "stop grace: they are lost until the outbox lands",
+            left,
+            grace,
+        )
+    telemetry = service.telemetry
+    if telemetry is not None and telemetry_task is not None:
+        # alerts first; the readings get what is left of the grace (>= 0.5 s)
+        await telemetry_task
+        await telemetry.flush(max(grace - (time.monotonic() - flush_from), 0.5))
+
+
 async def run(service: Service, stop: asyncio.Event) -> None:
     """Start every part in order, run until `stop`, then stop them in reverse."""
     async with AsyncExitStack() as stack:
         stack.callback(service.db.close)
         if service.pipeline is not None:
-            service.bridge.remember(
-                service.pipeline.restore(service.settings.rules.outage_tolerance)
-            )
+            if service.edge:
+                service.bridge.remember(
+                    service.pipeline.restore(service.settings.rules.outage_tolerance)
+                )
+            # a central process adopts each partition's state when it takes it (central/)
             stack.callback(service.pipeline.flush)  # the last heartbeat, before db.close
         gc.freeze_startup_heap()  # built and restored: the collector skips all that
         await service.http.start()
@@ -73,18 +109,8 @@ async def run(service: Service, stop: asyncio.Event) -> None:
         if service.notifier is not None:
             # before the channels close: in-flight notifications finish first
             stack.push_async_callback(service.notifier.stop)
-        scheduler = AsyncIOScheduler()
-        if service.edge:
-            scheduler.add_job(
-                service._tick,
-                "interval",
-                seconds=service.settings.rules.tick,
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=None,
-            )
-            scheduler.start()
-            stack.callback(scheduler.shutdown, wait=False)
+        if service.judging:
+            stack.callback(_start_ticks(service).shutdown, wait=False)
         log.info(
             "sensord running (role %s, %d rule(s), %d channel(s))",
             service.role,
@@ -100,31 +126,26 @@ async def run(service: Service, stop: asyncio.Event) -> None:
                 name="systemd",
             )
             tg.create_task(service.checkpointer.run(stop), name="checkpoint")
+            reader = service.reader
+            if reader is not None:
+                reader_task = tg.create_task(reader.run(stop), name="central-reader")
+            if service.judging:
+                publish_task = tg.create_task(service.publisher.run(stop), name="alert-publisher")
             if service.edge:
                 bridge_task = tg.create_task(service.bridge.run(stop), name="mqtt-bridge")
-                publish_task = tg.create_task(service.publisher.run(stop), name="alert-publisher")
                 tg.create_task(service.quarantine.run(stop), name="quarantine")
                 if telemetry is not None:
                     telemetry_task = tg.create_task(telemetry.run(stop), name="telemetry")
             await stop.wait()
             log.info("stopping")
+            if reader is not None:
+                # the streams first: what is read and not committed is read again
+                await reader_task
             if service.edge:
                 # MQTT first: no new readings; unacknowledged ones stay with the broker
                 await bridge_task
+            if service.judging:
                 await publish_task  # its publish in flight ends before the flush starts
-                grace = service.settings.amqp.stop_grace
-                flush_from = time.monotonic()
-                left = await service.publisher.flush(grace)
-                if left:
-                    log.error(
-                        "%d alert event(s) not published to RabbitMQ within the %gs "
-                        "stop grace: they are lost until the outbox lands",
-                        left,
-                        service.settings.amqp.stop_grace,
-                    )
-                if telemetry is not None:
-                    # alerts first; the readings get what is left of the grace (>= 0.5 s)
-                    await telemetry_task
-                    await telemetry.flush(max(grace - (time.monotonic() - flush_from), 0.5))
+                await _flush(service, telemetry_task if telemetry is not None else None)
             if not amqp_task.done():
                 amqp_task.cancel()

@@ -25,7 +25,7 @@ from sensord.delivery.outbox import Outbox
 from sensord.events import AlertEvent, Reading
 from sensord.http.history import History
 from sensord.ops.metrics import Metrics
-from sensord.rules import AlertTransition, Rule, RuleEngine
+from sensord.rules import AlertTransition, Rule, RuleEngine, Snapshot
 from sensord.state.store import StateStore
 
 log = logging.getLogger("sensord")
@@ -48,7 +48,10 @@ class AlertPipeline:
         metrics: Metrics,
         repeats: RepeatPolicy,
         tap: Callable[[Reading], None] | None = None,
+        derive_ids: bool = False,
     ) -> None:
+        """`derive_ids` (a central rules process): event ids from the transitions
+        (alerts/lifecycle.derived_event_id), so that a replay repeats them."""
         self.engine = engine
         self.state = state
         self.alerts = alerts
@@ -60,6 +63,7 @@ class AlertPipeline:
         # every accepted reading, as is, to the telemetry stream's list (its bound append:
         # the cheapest call there is; the stream encodes off this path)
         self._tap = tap
+        self.derive_ids = derive_ids
         # what the current batch changed, committed by end_batch
         self._transitions: list[AlertTransition] = []
         self._guards: dict[SensorKey, float] = {}
@@ -90,15 +94,17 @@ class AlertPipeline:
         if self._tap is not None:
             self._tap(reading)
 
-    def end_batch(self) -> None:
-        """After a read batch, before its acknowledgements: one transaction for all of it."""
-        if not (self._transitions or self.engine.has_changes):
+    def end_batch(self, offsets: dict[str, int] | None = None) -> None:
+        """After a read batch, before its acknowledgements: one transaction for all of it.
+        `offsets` (a central rules process): per readings stream, the next offset to read,
+        committed with what the batch caused, so that a restart resumes right after it."""
+        if not (self._transitions or self.engine.has_changes or offsets):
             return
         transitions, guards = self._transitions, self._guards
         self._transitions, self._guards = [], {}
         # the time of the batch's last reading; a batch without one changed state that
         # a restore or reload left behind (orphans): now
-        self.commit(transitions, self._now or time.time(), guards=guards)
+        self.commit(transitions, self._now or time.time(), guards=guards, offsets=offsets)
         self._now = 0.0
 
     # ---- one transaction
@@ -110,11 +116,12 @@ class AlertPipeline:
         *,
         flush: bool = False,
         guards: dict[SensorKey, float] | None = None,
+        offsets: dict[str, int] | None = None,
     ) -> None:
         """Persist what the engine changed, the alerts' lifecycle and the events to
         publish, in one transaction committed before this returns. `flush` adds the
         deadman clocks and the heartbeat time (each tick); `guards` the (sensor key, time)
-        of the readings that caused the transitions."""
+        of the readings that caused the transitions; `offsets` the streams' next offsets."""
         engine, alerts, metrics = self.engine, self.alerts, self.metrics
         events: list[AlertEvent] = []
         bodies: list[bytes] = []
@@ -127,11 +134,11 @@ class AlertPipeline:
                     "/".join(tr.labels.get(k, "?") for k in ("site", "device")),
                 )
             else:
-                event = build_event(tr)
+                event = build_event(tr, derive_id=self.derive_ids)
                 body = event.model_dump_json().encode()  # serialised once: store and outbox
                 events.append(event)
                 bodies.append(body)
-        if not (flush or events or guards or engine.has_changes):
+        if not (flush or events or guards or offsets or engine.has_changes):
             return
         if len(events) > 1 and alerts.inhibit:
             # record inhibiting alerts first, so a target firing on the same batch is held;
@@ -153,6 +160,7 @@ class AlertPipeline:
                 saved_at=now if flush else None,
                 started_at=engine.start if flush else None,
                 guards=guards,
+                offsets=offsets,
             )
             for event, body in zip(events, bodies, strict=True):
                 metrics.alerts.labels(event.severity.value, event.status).inc()
@@ -205,6 +213,12 @@ class AlertPipeline:
         )
         self.commit(transitions, now, flush=True)
         return self.state.remembered_readings()
+
+    def adopt(self, snapshot: Snapshot, outage_tolerance: float) -> None:
+        """A central rules process took a partition over: its saved state joins the
+        engine's (`RuleEngine.adopt`), as `restore` does at start for a whole edge."""
+        now = time.time()
+        self.commit(self.engine.adopt(snapshot, now, outage_tolerance), now)
 
     def replace_rules(self, rules: list[Rule]) -> None:
         """A rule reload: states of unchanged rules are kept, the others resolve."""

@@ -37,9 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--role",
-        choices=("all", "edge", "notify"),
+        choices=("all", "edge", "notify", "rules"),
         default="all",
-        help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both",
+        help="edge: MQTT->rules->RabbitMQ; notify: RabbitMQ->channels; all: both; "
+        "rules: the readings stream->rules->RabbitMQ (central rules, docs/central.md)",
     )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.add_argument(

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 import sensord.notify.builtin  # noqa: F401 - registers the built-in channel types
 from sensord.alerts.settings import AlertsSettings
 from sensord.amqp.settings import AmqpSettings
+from sensord.central.settings import CentralSettings
 from sensord.errors import ConfigError, Problem
 from sensord.http.settings import HttpSettings
 from sensord.ingest.settings import IngestSettings, MqttSettings
@@ -43,6 +44,7 @@ class Settings(Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    central: CentralSettings = Field(default_factory=CentralSettings)
     channels: list[ChannelSettings] = Field(default_factory=list)
     # Directory that relative paths in the file are resolved against (the file's own);
     # set by load_settings, never read from the file.

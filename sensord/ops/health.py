@@ -76,7 +76,10 @@ class Health:
         problems: list[str] = []
         degraded: list[str] = []
         if self.edge and not self.bridge.connected.is_set():
-            problems.append("MQTT not connected")
+            # a central rules process's input is the readings stream, not MQTT
+            problems.append(
+                "readings stream not connected" if self.role == "rules" else "MQTT not connected"
+            )
         if not self.amqp_up.is_set():
             msg = "RabbitMQ unreachable"
             (degraded if self.edge else problems).append(
@@ -208,7 +211,8 @@ class Health:
     def status_text(self) -> str:
         parts = []
         if self.edge:
-            parts.append("MQTT " + ("connected" if self.bridge.connected.is_set() else "down"))
+            link = "readings stream " if self.role == "rules" else "MQTT "
+            parts.append(link + ("connected" if self.bridge.connected.is_set() else "down"))
         amqp = "connected" if self.amqp_up.is_set() else "unreachable"
         if self.edge and self.drain.pending:
             amqp += f", {self.drain.pending} alert(s) held"

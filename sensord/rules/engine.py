@@ -122,6 +122,11 @@ class RuleEngine(Persistence):
 
     observe = evaluate  # the foundation's name
 
+    def reset(self) -> None:
+        """Forget every sensor and its state, keep the rules, without a transition (a
+        central rules process that lost its partitions: their new owner judges them)."""
+        self.__init__(self.rules, start=self.start, fold=self._fold)  # type: ignore[misc]
+
     def sensors(self) -> Iterable[SensorKey]:
         return self._sensors.keys()
 

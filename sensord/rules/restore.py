@@ -158,6 +158,23 @@ class Persistence(SensorIndex):
             self._restore_one(rec, now, reset, out)
         return out
 
+    def adopt(
+        self, snapshot: Snapshot, now: float, outage_tolerance: float
+    ) -> list[AlertTransition]:
+        """Take over the saved state of sensors this engine does not hold yet, beside the
+        ones it holds (a central rules process taking a partition over): as `restore`,
+        for the snapshot's own sensors only; the engine's start and expectations stay."""
+        out: list[AlertTransition] = []
+        downtime = max(now - snapshot.saved_at, 0.0) if snapshot.saved_at is not None else 0.0
+        reset = downtime > outage_tolerance
+        for clock in snapshot.clocks:
+            sensor = self._sensor_for(clock.labels, now)
+            sensor.last_seen = now if reset else min(clock.last_seen + downtime, now)
+        for rec in snapshot.records:
+            if rec.expect is None:
+                self._restore_one(rec, now, reset, out)
+        return out
+
     def _restore_one(
         self, rec: StateRecord, now: float, reset: bool, out: list[AlertTransition]
     ) -> None:

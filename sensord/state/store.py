@@ -54,6 +54,12 @@ CREATE TABLE IF NOT EXISTS reading_guard (
     ts     REAL NOT NULL,
     PRIMARY KEY (topic, device, kind)
 ) WITHOUT ROWID;
+-- a central rules process (--role rules): per readings stream, the offset of the next
+-- message to read, committed with the state and outbox rows that message caused
+CREATE TABLE IF NOT EXISTS stream_offset (
+    stream TEXT PRIMARY KEY,
+    next   INTEGER NOT NULL
+) WITHOUT ROWID;
 -- deadman clocks of the sensors that absent_for rules watch
 CREATE TABLE IF NOT EXISTS sensor_clock (
     sensor    TEXT PRIMARY KEY,
@@ -148,9 +154,11 @@ class StateStore:
         saved_at: float | None = None,
         started_at: float | None = None,
         guards: Mapping[tuple[str, str, str], float] | None = None,
+        offsets: Mapping[str, int] | None = None,
     ) -> None:
         """Write inside an open transaction (the caller's, so more can join it). `guards`:
-        per (topic, device, kind), the time of the newest reading that changed an alert."""
+        per (topic, device, kind), the time of the newest reading that changed an alert;
+        `offsets`: per readings stream, the next offset to read (--role rules)."""
         delete = [
             (
                 r.rule,
@@ -202,6 +210,10 @@ class StateStore:
             conn.executemany(
                 "INSERT OR REPLACE INTO reading_guard VALUES (?, ?, ?, ?)",
                 [(topic, device, kind, ts) for (topic, device, kind), ts in guards.items()],
+            )
+        if offsets:
+            conn.executemany(
+                "INSERT OR REPLACE INTO stream_offset VALUES (?, ?)", list(offsets.items())
             )
         if saved_at is not None:
             conn.execute(
@@ -264,6 +276,10 @@ class StateStore:
             saved_at=float(saved) if saved is not None else None,
             started_at=float(started) if started is not None else None,
         )
+
+    def offsets(self) -> dict[str, int]:
+        """Per readings stream, the next offset to read (--role rules)."""
+        return dict(self.conn.execute("SELECT stream, next FROM stream_offset").fetchall())
 
     def counts(self) -> tuple[int, int]:
         """(alert_state rows, sensor_clock rows): for tests and the status page."""

@@ -1,0 +1,1 @@
+"""Central rules (`sensord run --role rules`): rules over the readings stream, not MQTT."""
