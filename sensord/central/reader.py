@@ -73,6 +73,12 @@ def checkpoint_queue(prefix: str, partition: int) -> str:
     return f"{prefix}.rules.checkpoint.{partition}"
 
 
+def members_queue(prefix: str) -> str:
+    """Every rules process consumes from it (nothing is ever published there): its
+    consumer count is the number of rules processes alive."""
+    return f"{prefix}.rules.members"
+
+
 CHECKPOINT_ARGUMENTS: dict[str, Any] = {
     "x-queue-type": "quorum",
     "x-max-length": 1,
@@ -183,10 +189,19 @@ class CentralReader:
                 checkpoint_queue(self._amqp.prefix, i), durable=True, arguments=CHECKPOINT_ARGUMENTS
             )
         await self._declare_streams(connection)
+        members = await control.declare_queue(
+            members_queue(self._amqp.prefix), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await members.consume(_ignore)
+        # the others that start with this one register before anyone takes a share
+        await first(stop.wait(), lost.wait(), asyncio.sleep(self._central.lock_retry))
         readers: dict[int, asyncio.Task[None]] = {}
         try:
             while not (stop.is_set() or lost.is_set()):
+                share = await self._share(control)
                 for i in range(len(self.streams)):
+                    if len(self.owned) >= share:
+                        break
                     if i not in self.owned and await self._try_lock(connection, i):
                         part = await self._take(connection, control, i)
                         readers[i] = asyncio.create_task(
@@ -213,6 +228,14 @@ class CentralReader:
                 part.published = None
             with contextlib.suppress(Exception):
                 await self._publish_checkpoints(control)
+
+    async def _share(self, control: AbstractChannel) -> int:
+        """The partitions this process may hold: an even share among the processes alive
+        (ceil(N / processes)), so that rules processes started together split the
+        partitions, and the survivors of one that died take its partitions over."""
+        q = await control.declare_queue(members_queue(self._amqp.prefix), passive=True)
+        alive = max(int(q.declaration_result.consumer_count or 0), 1)
+        return -(-len(self.streams) // alive)
 
     async def _declare_streams(self, connection: AbstractConnection) -> None:
         """The streams, as the edges declare them: a rules process may start first. One
@@ -374,6 +397,11 @@ class CentralReader:
             )
             part.published = cp.next
             self.checkpoints += 1
+
+
+async def _ignore(message: AbstractIncomingMessage) -> None:
+    """The members queue never carries a message; one published there by hand is dropped."""
+    await message.ack()
 
 
 class CentralMetrics(Collector):
