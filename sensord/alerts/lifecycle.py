@@ -42,13 +42,15 @@ def new_event_id() -> str:
     return _ids.pop()
 
 
-def derived_event_id(fingerprint: str, status: str, starts_at: float, at: float) -> str:
+def derived_event_id(fingerprint: str, status: str, starts_at: float) -> str:
     """A name-based UUID (version 5 layout, SHA-256 truncated) of the transition itself:
-    the same alert, status and times give the same id. A central rules process that
-    takes a partition over replays the readings after the last checkpoint; the
-    transitions they cause again get the ids they had, and the notify side's
-    idempotency (notify/dedup.py) drops what was already sent."""
-    h = hashlib.sha256(f"{fingerprint}|{status}|{starts_at!r}|{at!r}".encode()).hexdigest()
+    an episode (alert and start time) fires once and resolves once, so the same alert,
+    status and start give the same id wherever and whenever it is computed. A central
+    rules process that takes a partition over replays the readings after the last
+    checkpoint; the transitions they cause again (a `for` timer's too, whose firing time
+    depends on the tick) get the ids they had, and the notify side's idempotency
+    (notify/dedup.py) drops what was already sent."""
+    h = hashlib.sha256(f"{fingerprint}|{status}|{starts_at!r}".encode()).hexdigest()
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
@@ -79,8 +81,7 @@ def build_event(tr: AlertTransition, *, derive_id: bool = False) -> AlertEvent:
     # validation per event; every field given, in the model's order
     fingerprint = cached_fingerprint(rule.name, tr.labels)
     if derive_id:
-        at = tr.ends_at if tr.ends_at is not None else tr.observed_at
-        event_id = derived_event_id(fingerprint, status, tr.starts_at, at)
+        event_id = derived_event_id(fingerprint, status, tr.starts_at)
     else:
         event_id = new_event_id()
     return AlertEvent.trusted(
