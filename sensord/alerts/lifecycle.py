@@ -80,10 +80,7 @@ def build_event(tr: AlertTransition, *, derive_id: bool = False) -> AlertEvent:
     # built from values checked when the rule loaded and the engine computed: no
     # validation per event; every field given, in the model's order
     fingerprint = cached_fingerprint(rule.name, tr.labels)
-    if derive_id:
-        event_id = derived_event_id(fingerprint, status, tr.starts_at)
-    else:
-        event_id = new_event_id()
+    event_id = derived_event_id(fingerprint, status, tr.starts_at) if derive_id else new_event_id()
     return AlertEvent.trusted(
         event_id=event_id,
         fingerprint=fingerprint,

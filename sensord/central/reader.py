@@ -94,6 +94,21 @@ def start_offset(start: str, now: float | None = None) -> str | datetime:
     return datetime.fromtimestamp(at, tz=UTC)
 
 
+def batched_at(header: object) -> float:
+    """The `sensord-batched-at` header: epoch seconds as text (a float header would go as
+    a 32-bit float, in 128 s steps); the wall clock when it is absent or unreadable."""
+    if isinstance(header, bytes):
+        header = header.decode("ascii", "replace")
+    if isinstance(header, str | int | float) and not isinstance(header, bool):
+        try:
+            at = float(header)
+        except ValueError:
+            return time.time()
+        if at == at and at not in (float("inf"), float("-inf")):  # noqa: PLR0124 - NaN test
+            return at
+    return time.time()
+
+
 @dataclass(slots=True)
 class Partition:
     index: int
@@ -344,8 +359,7 @@ class CentralReader:
             self.skipped_copies += 1
             self._commit(part, nxt)
             return
-        batched = headers.get("sensord-batched-at")
-        now = float(batched) if isinstance(batched, int | float) else time.time()
+        now = batched_at(headers.get("sensord-batched-at"))
         try:
             records = decode(message.body)
         except ValueError as exc:

@@ -123,7 +123,7 @@ async def publish_packs(
                     headers={
                         "sensord-readings": len(readings),
                         "sensord-partition": i,
-                        "sensord-batched-at": pack.batched_at,
+                        "sensord-batched-at": repr(pack.batched_at),  # text, as edges send it
                     },
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 )

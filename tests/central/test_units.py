@@ -3,6 +3,7 @@ starts, and the partition a sensor is in."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,3 +117,14 @@ def test_partitions_are_stable_and_cover_every_stream() -> None:
     labelled = partitioner(["site", "room"], 4)
     r = Reading.trusted("s", "d", "k", 1.0, 1.0, {"room": "a"}, None)
     assert labelled(r) == partition_of_labels({"site": "s", "room": "a"}, ["site", "room"], 4)
+
+
+def test_batched_at_header() -> None:
+    from sensord.central.reader import batched_at
+
+    assert batched_at("1800000000.125") == 1800000000.125
+    assert batched_at(b"1800000000.5") == 1800000000.5
+    before = time.time()
+    assert batched_at(None) >= before
+    assert batched_at("nan") >= before
+    assert batched_at("soon") >= before
