@@ -1,7 +1,7 @@
 """Telemetry benchmark: the cost of `[telemetry] stream = true` on calm ingest, whole product.
 
-`python -m bench.telemetry [--readings 100000] [--sensors 10000] [--runs 2] [--window 20]`
-prints one JSON object (progress on stderr).
+`python -m bench.telemetry [--readings 100000] [--sensors 10000] [--runs 2] [--window 20]
+[--partitions 1]` prints one JSON object (progress on stderr).
 
 Each run drains the same calm QoS 1 backlog (bench/product_load.py: no transition) twice
 through the whole `sensord run` process, as bench/product.py does (private Mosquitto with
@@ -18,8 +18,11 @@ with, each the median over the runs; the issue's goal is a forwarding cost (1 - 
 of at most 15 %. On a shared host the wall-clock ratio swings with other load (and
 RabbitMQ, on the same cores, writes the stream); the CPU figure is sensord's own cost.
 `stream_alone` (a sub-assembly, labelled so) feeds `ReadingsStream` alone in the benchmark
-process: sensord's CPU per reading for the stream, without the rest of the product.
-Nothing is asserted.
+process: sensord's CPU per reading for the stream, without the rest of the product; once
+with one stream and once with `ALONE_PARTITIONS` (4) partitions of the same readings
+(10 sites: the split and a message per partition present, `stream_alone_partitions`).
+`--partitions N` sets `[telemetry] partitions` of the whole-product stream variant (the
+backlog's 10 sites over N streams, all read back). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ from bench.product_sensord import AMQP_URL, MetricsPoller, SensordRun, get_metri
 from sensord.amqp.settings import AmqpSettings
 from sensord.cli.readings import tail
 from sensord.events import Reading
+from sensord.telemetry.partition import stream_names
 from sensord.telemetry.settings import TelemetrySettings
 from sensord.telemetry.stream import ReadingsStream
 
 SCOPE = "product: whole sensord run, calm QoS 1 backlog, with and without the readings stream"
 VARIANTS = ("off", "stream")
 TELEMETRY_TOML = "[telemetry]\nstream = true\n"
+ALONE_PARTITIONS = 4
 _PUBLISHED = re.compile(r"^sensord_telemetry_(published|dropped)_total ([0-9.e+]+)$", re.M)
 
 
@@ -68,23 +73,33 @@ def _telemetry(port: int) -> dict[str, float]:
     return {name: float(v) for name, v in _PUBLISHED.findall(text)}
 
 
-async def _count_stream(queue: str, expected: int) -> tuple[int, int]:
-    """(readings in the stream, distinct (device, ts) among them)."""
+async def _count_stream(queues: list[str], expected: int) -> tuple[int, int]:
+    """(readings in the streams, distinct (device, ts) among them)."""
     out = io.StringIO()
-    await tail(AMQP_URL, queue, "first", [], count=expected + 1000, idle=3.0, as_json=True, out=out)
+    await tail(
+        AMQP_URL,
+        dict(enumerate(queues)),
+        "first",
+        [],
+        count=expected + 1000,
+        idle=3.0,
+        as_json=True,
+        out=out,
+    )
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     return len(records), len({(r["device"], r["ts"]) for r in records})
 
 
-async def _delete_stream(queue: str) -> None:
+async def _delete_stream(queues: list[str]) -> None:
     conn = await aio_pika.connect(AMQP_URL)
     async with conn:
-        ch = await conn.channel()
-        with contextlib.suppress(aio_pika.exceptions.AMQPError):
-            await ch.queue_delete(queue)
+        for queue in queues:
+            ch = await conn.channel()  # a failed delete closes its channel
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await ch.queue_delete(queue)
 
 
-def drain(cfg: ProductConfig, sd: SensordRun, stream: bool) -> dict[str, Any]:
+def drain(cfg: ProductConfig, sd: SensordRun, stream: bool, partitions: int) -> dict[str, Any]:
     poller = MetricsPoller(sd.http_port, cfg.readings)
     sd.start()
     poller.start()
@@ -103,8 +118,11 @@ def drain(cfg: ProductConfig, sd: SensordRun, stream: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "seconds": round(seconds, 3),
         "readings_per_s": round(cfg.readings / seconds, 1),
-        # from the first scrape that showed a reading: sensord's startup left out
-        "readings_per_s_after_first": round(cfg.readings / after_first, 1),
+        # from the first scrape that showed a reading: sensord's startup left out (none
+        # when that scrape already showed the whole backlog: a tiny one, a fast host)
+        "readings_per_s_after_first": (
+            round(cfg.readings / after_first, 1) if after_first > 0 else None
+        ),
         "cpu_s": round(cpu, 3),
         # CPU per reading during the drain: less sensitive to other load than wall time
         "cpu_us_per_reading": round(
@@ -126,18 +144,21 @@ def drain(cfg: ProductConfig, sd: SensordRun, stream: bool) -> dict[str, Any]:
     out["exit_code"] = sd.stop()
     out["peak_rss_mib"] = sd.peak_rss_mib
     if stream:
-        total, distinct = asyncio.run(_count_stream(f"{sd.prefix}.readings", cfg.readings))
+        queues = stream_names(sd.prefix, partitions)
+        total, distinct = asyncio.run(_count_stream(queues, cfg.readings))
         out["stream_readings"] = total
         out["stream_exactly_once"] = total == distinct == cfg.readings
     return out
 
 
-def measure(cfg: ProductConfig, broker: PrivateMosquitto, variant: str) -> dict[str, Any]:
+def measure(
+    cfg: ProductConfig, broker: PrivateMosquitto, variant: str, partitions: int
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sensord-bench-telemetry-") as tmp:
         sd = SensordRun(Path(tmp), broker.port)
         if variant == "stream":
             with sd.config.open("a", encoding="utf-8") as f:
-                f.write(TELEMETRY_TOML)
+                f.write(TELEMETRY_TOML + f"partitions = {partitions}\n")
         try:
             sd.declare_counter()
             create_session(cfg, broker.port, sd.client_id)
@@ -149,19 +170,20 @@ def measure(cfg: ProductConfig, broker: PrivateMosquitto, variant: str) -> dict[
                 client_id=f"{sd.prefix}-pub",
             )
             progress(f"  {variant}: backlog of {pub.readings} at {pub.rate:.0f} msgs/s")
-            result = drain(cfg, sd, variant == "stream")
+            result = drain(cfg, sd, variant == "stream", partitions)
         finally:
             sd.stop()
             delete_session(cfg, broker.port, sd.client_id)
             sd.cleanup()
-            asyncio.run(_delete_stream(f"{sd.prefix}.readings"))
+            asyncio.run(_delete_stream(stream_names(sd.prefix, partitions)))
     progress(f"  {variant}: {result['readings_per_s']:.0f} readings/s ({result})")
     return result
 
 
-async def _alone(readings: int) -> dict[str, Any]:
+async def _alone(readings: int, partitions: int = 1) -> dict[str, Any]:
     """Sub-assembly: ReadingsStream alone in this process against the same RabbitMQ: CPU
-    per reading fed in bursts of 300 every 10 ms, with the stream and with a bare list."""
+    per reading fed in bursts of 300 every 10 ms, with the stream and with a bare list;
+    the readings' 10 sites over `partitions` streams."""
     batch = [
         Reading.trusted(
             f"site-{i % 10}", f"dev-{i % 1000}", "temperature", 20 + (i * 37 % 700) / 100,
@@ -184,7 +206,7 @@ async def _alone(readings: int) -> dict[str, Any]:
     amqp = AmqpSettings.model_validate(
         {"url": AMQP_URL, "prefix": f"benchtel{os.getpid()}x{time.time_ns() % 10**6}"}
     )
-    stream = ReadingsStream(TelemetrySettings(stream=True), amqp)
+    stream = ReadingsStream(TelemetrySettings(stream=True, partitions=partitions), amqp)
     stop = asyncio.Event()
     task = asyncio.create_task(stream.run(stop))
     try:
@@ -198,9 +220,10 @@ async def _alone(readings: int) -> dict[str, Any]:
         stop.set()
         await task
         await stream.flush(2.0)
-        await _delete_stream(stream.queue)
+        await _delete_stream(stream.queues)
     return {
         "scope": "sub-assembly: ReadingsStream alone, same RabbitMQ",
+        "partitions": partitions,
         "readings": readings,
         "messages": stream.messages,
         "bare_list_cpu_us_per_reading": round(base, 2),
@@ -213,7 +236,7 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
+def run(cfg: ProductConfig, window: int, partitions: int = 1) -> dict[str, Any]:
     load_before = [round(x, 2) for x in os.getloadavg()]
     runs: list[dict[str, Any]] = []
     with PrivateMosquitto(max_inflight=window, executable=cfg.mosquitto) as broker:
@@ -223,7 +246,7 @@ def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
             one: dict[str, Any] = {"run": run_no + 1, "order": list(order)}
             for variant in order:
                 try:
-                    one[variant] = measure(cfg, broker, variant)
+                    one[variant] = measure(cfg, broker, variant, partitions)
                 except Exception as exc:  # noqa: BLE001 - reported, the others go on
                     progress(f"  {variant} failed: {exc!r}")
                     one[variant] = {"error": f"{exc.__class__.__name__}: {exc}"[:2000]}
@@ -235,8 +258,17 @@ def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
             one["extra_cpu_us_per_reading"] = round(on_cpu - off_cpu, 2) if both else None
             one["cpu_ratio"] = round(off_cpu / on_cpu, 3) if both and on_cpu else None
             runs.append(one)
-    alone = [asyncio.run(_alone(cfg.readings)) for _ in range(cfg.runs)]
+    alone: list[dict[str, Any]] = []
+    alone_parts: list[dict[str, Any]] = []
+    for run_no in range(cfg.runs):  # alternating, as the product's variants
+        sizes = (1, ALONE_PARTITIONS) if run_no % 2 == 0 else (ALONE_PARTITIONS, 1)
+        for n in sizes:
+            (alone if n == 1 else alone_parts).append(asyncio.run(_alone(cfg.readings, n)))
     progress(f"alone: {[a['extra_cpu_us_per_reading'] for a in alone]} us/reading extra")
+    progress(
+        f"alone, {ALONE_PARTITIONS} partitions: "
+        f"{[a['extra_cpu_us_per_reading'] for a in alone_parts]} us/reading extra"
+    )
     ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
     ratio = _median(ratios)
     return {
@@ -246,6 +278,7 @@ def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
         "sensors": cfg.sensors,
         "runs": cfg.runs,
         "window": window,
+        "partitions": partitions,
         "summary": {
             "ratio": ratio,
             "ratios": ratios,
@@ -272,6 +305,13 @@ def run(cfg: ProductConfig, window: int) -> dict[str, Any]:
             "extra_cpu_us_per_reading": _median([a["extra_cpu_us_per_reading"] for a in alone]),
             "runs": alone,
         },
+        "stream_alone_partitions": {
+            "partitions": ALONE_PARTITIONS,
+            "extra_cpu_us_per_reading": _median(
+                [a["extra_cpu_us_per_reading"] for a in alone_parts]
+            ),
+            "runs": alone_parts,
+        },
         "target": {"forwarding_cost_at_most": 0.15},
         "runs_detail": runs,
         "host_cores": os.cpu_count(),
@@ -286,7 +326,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[ProductConfig, int]:
+def parse_args(argv: Sequence[str] | None) -> tuple[ProductConfig, int, int]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.telemetry",
         description=__doc__,
@@ -296,6 +336,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProductConfig, int]:
     parser.add_argument("--sensors", type=_positive, default=10_000)
     parser.add_argument("--runs", type=_positive, default=2)
     parser.add_argument("--window", type=_positive, default=20, help="max_inflight_messages")
+    parser.add_argument(
+        "--partitions", type=_positive, default=1, help="[telemetry] partitions of the stream run"
+    )
     parser.add_argument("--idle-timeout", type=float, default=30.0)
     parser.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
     a = parser.parse_args(argv)
@@ -306,12 +349,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ProductConfig, int]:
         idle_timeout=a.idle_timeout,
         mosquitto=a.mosquitto,
     )
-    return cfg, a.window
+    return cfg, a.window, a.partitions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg, window = parse_args(argv)
-    return run_to_json(lambda: run(cfg, window))
+    cfg, window, partitions = parse_args(argv)
+    return run_to_json(lambda: run(cfg, window, partitions))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from sensord.events import Reading
 
 SEPARATOR = "\x1f"
 CORE = ("site", "device", "kind")
+_CACHE_MAX = 100_000  # keys whose partition the sender keeps
 
 
 def stream_names(prefix: str, partitions: int) -> list[str]:
@@ -39,16 +40,37 @@ def partition_of_labels(labels: Mapping[str, str], by: Sequence[str], partitions
 
 
 def partitioner(by: Sequence[str], partitions: int) -> Callable[[Reading], int]:
-    """`reading -> partition`, for the stream's sender (not the per-reading path)."""
+    """`reading -> partition`, for the stream's sender (not the per-reading path). Keys
+    repeat (a site's every reading), so each key's partition is kept, bounded: a dict
+    lookup instead of the encode and CRC (~0.08 us against ~0.5 us a reading here)."""
     names = tuple(by)
     if partitions == 1:
         return lambda _reading: 0
+    cache: dict[str, int] = {}
+
+    def of_key(key: str) -> int:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        p = cache[key] = zlib.crc32(key.encode()) % partitions
+        return p
+
+    if len(names) == 1 and names[0] in CORE:
+        # the usual case (site): the key is the field itself
+        (only,) = names
+
+        def one(reading: Reading) -> int:
+            key = reading.__dict__[only]
+            p = cache.get(key)
+            return of_key(key) if p is None else p
+
+        return one
     if all(name in CORE for name in names):
-        # the usual case: only the core fields, read straight from the reading
+        # only the core fields, read straight from the reading
         def core(reading: Reading) -> int:
             fields = reading.__dict__
             key = SEPARATOR.join(fields[name] for name in names)
-            return zlib.crc32(key.encode()) % partitions
+            p = cache.get(key)
+            return of_key(key) if p is None else p
 
         return core
 
@@ -58,6 +80,7 @@ def partitioner(by: Sequence[str], partitions: int) -> Callable[[Reading], int]:
         key = SEPARATOR.join(
             fields[name] if name in CORE else labels.get(name, "") for name in names
         )
-        return zlib.crc32(key.encode()) % partitions
+        p = cache.get(key)
+        return of_key(key) if p is None else p
 
     return labelled

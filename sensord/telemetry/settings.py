@@ -10,11 +10,6 @@ from sensord.ops.settings import Duration, Section
 from sensord.telemetry.partition import stream_names
 
 
-def stream_name(amqp: AmqpSettings) -> str:
-    """The readings stream's queue: `<prefix>.readings` (one partition)."""
-    return f"{amqp.prefix}.readings"
-
-
 class TelemetrySettings(Section):
     # every accepted reading to the RabbitMQ stream queue <prefix>.readings
     stream: bool = False

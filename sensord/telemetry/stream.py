@@ -1,4 +1,5 @@
-"""Every accepted reading to the RabbitMQ stream `<prefix>.readings`, in batches.
+"""Every accepted reading to the RabbitMQ stream `<prefix>.readings` (or, with
+`[telemetry] partitions` N > 1, to the N streams `<prefix>.readings.<i>`), in batches.
 
 The per-reading cost is one `list.append` (`ReadingsStream.append`, the alert pipeline's
 tap): no encoding, no lock, no wake-up. Everything else happens on two small tasks:
@@ -6,19 +7,24 @@ tap): no encoding, no lock, no wake-up. Everything else happens on two small tas
 - the ticker, every `batch` seconds, moves what arrived into the buffer (a deque) and
   bounds it: beyond `buffer` readings the oldest are dropped and counted
   (`sensord_telemetry_dropped_total`), so a RabbitMQ outage costs memory up to a bound;
-- the sender takes up to `batch_max` readings from the buffer's head, encodes them once
-  as a SenML pack (telemetry/senml.py) and publishes it with a publisher confirm on the
-  stream's own connection. Readings leave the buffer for good only when their message
-  is confirmed; a message that fails (connection lost, nack, timeout) is published again,
-  the same body with the same `message_id`, before anything newer: at-least-once, in
-  order. A copy RabbitMQ stored but whose confirm was lost is therefore read twice:
-  consumers that must not count twice skip a `message_id` already seen.
+- the sender takes up to `batch_max` readings from the buffer's head (a `Batch`), splits
+  them by partition (telemetry/partition.py: a sensor is always in the same one), encodes
+  each partition's readings once as a SenML pack (telemetry/senml.py: a `Part`) and
+  publishes the parts, each with a publisher confirm, on the stream's own connection.
+  Readings leave the buffer for good only when their part is confirmed; a part that fails
+  (connection lost, nack, timeout) is published again, the same body, `message_id` and
+  `sensord-batched-at`, before anything newer (the parts already confirmed are not):
+  at-least-once, in order per stream, so in order per sensor. A copy RabbitMQ stored but
+  whose confirm was lost is therefore read twice: consumers that must not count twice skip
+  a `message_id` already seen.
 
 Alerts keep priority: the stream has its own connection and channel, never touches the
 outbox drain's, and while the drain reports a backlog (`gate`, its `caught_up` event) the
 sender holds its batches back (at most MAX_HOLD seconds at a stretch; the buffer takes
-them meanwhile). One message is in flight at a time: at up to 1,000 readings a message
-that is far above the ingest rate, and it keeps the order without bookkeeping.
+them meanwhile). One batch is in flight at a time, its parts (one per stream) side by
+side: at up to 1,000 readings a batch that is far above the ingest rate, and it keeps the
+order per stream without bookkeeping. A part that keeps failing holds back the batches
+behind it in every partition (the buffer takes them), not only in its own.
 """
 
 from __future__ import annotations
@@ -45,8 +51,9 @@ from sensord.amqp.settings import AmqpSettings
 from sensord.events import Reading
 from sensord.ops.aio import first
 from sensord.ops.ratelimit import RateLimitedLog
+from sensord.telemetry.partition import partitioner
 from sensord.telemetry.senml import CONTENT_TYPE, PackEncoder
-from sensord.telemetry.settings import TelemetrySettings, stream_name
+from sensord.telemetry.settings import TelemetrySettings
 
 log = logging.getLogger("sensord.telemetry")
 
@@ -63,14 +70,40 @@ def stream_arguments(settings: TelemetrySettings) -> dict[str, Any]:
     return args
 
 
-@dataclass(slots=True)
-class Batch:
-    """One message: its readings' count, its SenML body, its id (kept when re-sent)."""
+@dataclass(slots=True, eq=False)  # eq=False: a batch removes its confirmed part by identity
+class Part:
+    """One message: a batch's readings of one partition, its SenML body, its id (kept when
+    re-sent)."""
 
+    partition: int
     message_id: str
     count: int
     body: bytes
     attempts: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Readings taken from the buffer together: one part per partition present, the ones
+    not yet confirmed; `batched_at` (epoch s, when taken, as the `sensord-batched-at`
+    header's text) is on every part's every copy."""
+
+    batched_at: str
+    parts: list[Part]
+
+    @property
+    def count(self) -> int:
+        """Readings of the parts not yet confirmed."""
+        return sum(part.count for part in self.parts)
+
+
+class _PartFailed(Exception):  # noqa: N818 - a wrapper of the failure, not an error of its own
+    """A part's publish failed: which stream, and why (the log names the stream)."""
+
+    def __init__(self, queue: str, cause: Exception) -> None:
+        super().__init__(f"{queue}: {cause}")
+        self.queue = queue
+        self.cause = cause
 
 
 class ReadingsStream:
@@ -83,7 +116,10 @@ class ReadingsStream:
     ) -> None:
         self._settings = settings
         self._amqp = amqp
-        self.queue = stream_name(amqp)
+        # partition i's stream at index i; one `<prefix>.readings` when partitions == 1
+        self.queues = settings.stream_names(amqp)
+        self.queue = self.queues[0]
+        self._partition = partitioner(settings.partition_by, settings.partitions)
         self._ring = NodeRing(amqp, "telemetry")
         self._gate = gate
         # the pipeline appends here (the hot path); the ticker empties it into _buffer
@@ -151,10 +187,31 @@ class ReadingsStream:
         n = min(len(buffer), self._settings.batch_max)
         if n == 0:
             return None
+        # the header's text, fixed now: a copy sent again carries the very same value. Text,
+        # not a float header: aio-pika (pamqp) sends a float as a 32-bit one, which at
+        # epoch seconds is exact to 128 s only
+        batched_at = repr(round(time.time(), 6))
         popleft = buffer.popleft
         readings = [popleft() for _ in range(n)]
-        body = self._encoder.encode(readings)
-        return Batch(f"{self._run}-{next(self._ids)}", n, body)
+        batch_id = f"{self._run}-{next(self._ids)}"
+        encode = self._encoder.encode
+        if len(self.queues) == 1:
+            return Batch(batched_at, [Part(0, batch_id, n, encode(readings))])
+        # split here, on the sender task: the per-reading path stays one list.append
+        groups: dict[int, list[Reading]] = {}
+        partition_of = self._partition
+        for r in readings:
+            p = partition_of(r)
+            group = groups.get(p)
+            if group is None:
+                groups[p] = [r]
+            else:
+                group.append(r)
+        parts = [
+            Part(p, f"{batch_id}-{p}", len(group), encode(group))
+            for p, group in sorted(groups.items())
+        ]
+        return Batch(batched_at, parts)
 
     # ---- the connection
 
@@ -182,12 +239,18 @@ class ReadingsStream:
         return self._channel.default_exchange
 
     async def _declare(self) -> None:
-        """The stream queue, on a channel of its own (a refusal closes the channel)."""
+        """The stream queues, each on a channel of its own (a refusal closes the channel)."""
+        for queue in self.queues:
+            await self._declare_one(queue)
+        self._declared = True
+        log.info("publishing readings to the RabbitMQ %s", self.describe())
+
+    async def _declare_one(self, queue: str) -> None:
         assert self._connection is not None
         channel = await self._connection.channel()
         try:
             await channel.declare_queue(
-                self.queue, durable=True, arguments=stream_arguments(self._settings)
+                queue, durable=True, arguments=stream_arguments(self._settings)
             )
         except ChannelPreconditionFailed as exc:
             # the stream exists with other arguments (retention changed in the config):
@@ -195,14 +258,18 @@ class ReadingsStream:
             log.warning(
                 "stream %s exists with other arguments than [telemetry] asks (%s); "
                 "publishing to it as it is",
-                self.queue,
+                queue,
                 exc,
             )
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
-        self._declared = True
-        log.info("publishing readings to the RabbitMQ stream %s", self.queue)
+
+    def describe(self) -> str:
+        """`stream x.readings`, or `streams x.readings.0 … x.readings.3` (logs)."""
+        if len(self.queues) == 1:
+            return f"stream {self.queue}"
+        return f"streams {self.queues[0]} … {self.queues[-1]}"
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -213,26 +280,59 @@ class ReadingsStream:
     # ---- publishing
 
     async def _publish(self, batch: Batch) -> None:
+        """The batch's unconfirmed parts side by side (each to its own stream, so the order
+        per stream holds); a confirmed part leaves the batch at once, so a failure of one
+        leaves only the unconfirmed ones to publish again. Raises the first failure."""
+        parts = list(batch.parts)
+        if not parts:  # all confirmed just before a deadline cut the batch short
+            return
         exchange = await self._exchange()
-        if batch.attempts:
-            self.resent += 1
-        batch.attempts += 1
-        await exchange.publish(
-            aio_pika.Message(
-                batch.body,
-                content_type=CONTENT_TYPE,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=batch.message_id,
-                app_id="sensord",
-                headers={"sensord-readings": batch.count},
-            ),
-            routing_key=self.queue,
-            mandatory=True,  # no stream (deleted?): returned, then declared again
-            timeout=self._amqp.publish_timeout,
+        if len(parts) == 1:
+            await self._publish_part(exchange, batch, parts[0])
+            return
+        results = await asyncio.gather(
+            *(self._publish_part(exchange, batch, part) for part in parts),
+            return_exceptions=True,
         )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _publish_part(self, exchange: AbstractExchange, batch: Batch, part: Part) -> None:
+        if part.attempts:
+            self.resent += 1
+        part.attempts += 1
+        queue = self.queues[part.partition]
+        try:
+            await exchange.publish(
+                aio_pika.Message(
+                    part.body,
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=part.message_id,
+                    app_id="sensord",
+                    headers={
+                        "sensord-readings": part.count,
+                        "sensord-partition": part.partition,
+                        "sensord-batched-at": batch.batched_at,
+                    },
+                ),
+                routing_key=queue,
+                mandatory=True,  # no stream (deleted?): returned, then declared again
+                timeout=self._amqp.publish_timeout,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _PartFailed(queue, exc) from exc
+        # confirmed: out of the batch and counted at once (a sibling's failure, or the
+        # flush's deadline cancelling the rest, must not send it again)
+        batch.parts.remove(part)
+        self.published += part.count
+        self.messages += 1
 
     async def send(self, stop: asyncio.Event | None = None, deadline: float | None = None) -> bool:
-        """Publish the buffer, one confirmed message at a time, until it is empty (True),
+        """Publish the buffer, one confirmed batch at a time, until it is empty (True),
         a publish failed (False), `stop` is set or the monotonic `deadline` passed."""
         while True:
             if stop is not None and stop.is_set():
@@ -254,14 +354,12 @@ class ReadingsStream:
                     )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure: the batch stays, re-sent
+            except Exception as exc:  # noqa: BLE001 - any failure: the unconfirmed parts stay
                 self._failed(exc)
                 return False
             finally:
                 self._sending = False
             self._pending = None
-            self.published += batch.count
-            self.messages += 1
             self.connected = True
 
     def _failed(self, exc: BaseException) -> None:
@@ -269,10 +367,13 @@ class ReadingsStream:
         # a returned message: the stream may be gone; declare it again. The robust
         # connection and its channel reopen themselves after a cut (as the drain's do)
         self._declared = False
+        if isinstance(exc, _PartFailed):
+            where, exc = f"stream {exc.queue}", exc.cause
+        else:
+            where = self.describe()
         self._error_log.warning(
-            "cannot publish readings to RabbitMQ stream %s (%s: %s); %d reading(s) "
-            "buffered, retrying",
-            self.queue,
+            "cannot publish readings to RabbitMQ %s (%s: %s); %d reading(s) buffered, retrying",
+            where,
             type(exc).__name__,
             exc,
             self.buffered,
@@ -338,10 +439,10 @@ class ReadingsStream:
         if left:
             self.dropped += left
             log.error(
-                "%d reading(s) not published to the stream %s within the %gs stop grace: "
+                "%d reading(s) not published to the %s within the %gs stop grace: "
                 "dropped (sensord_telemetry_dropped_total)",
                 left,
-                self.queue,
+                self.describe(),
                 grace,
             )
             self._incoming.clear()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -21,20 +24,61 @@ def reading(i: int, sensors: int = 5, *, site: str = "plant-1", t0: float = 1.8e
 
 
 async def read_stream(
-    queue: str, count: int, start: str | int = "first", idle: float = 3.0, url: str = AMQP_URL
+    queue: str | Sequence[str],
+    count: int,
+    start: str | int = "first",
+    idle: float = 3.0,
+    url: str = AMQP_URL,
 ) -> list[dict[str, Any]]:
-    """Up to `count` readings from the stream (fewer if none comes for `idle` s)."""
+    """Up to `count` readings from the stream, or from the streams (partition i at index
+    i), fewer if none comes for `idle` s."""
     out = io.StringIO()
-    await tail(url, queue, start, [], count=count, idle=idle, as_json=True, out=out)
+    queues = queue if isinstance(queue, str) else dict(enumerate(queue))
+    await tail(url, queues, start, [], count=count, idle=idle, as_json=True, out=out)
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-async def delete_queue(name: str) -> None:
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One message of a stream as a consumer gets it."""
+
+    offset: int
+    message_id: str
+    headers: dict[str, Any]
+    body: bytes
+
+
+async def read_messages(queue: str, idle: float = 1.0) -> list[StreamMessage]:
+    """Every message of the stream from its first, until none comes for `idle` s."""
     conn = await aio_pika.connect(AMQP_URL)
+    out: list[StreamMessage] = []
     async with conn:
         ch = await conn.channel()
-        with contextlib.suppress(aio_pika.exceptions.AMQPError):
-            await ch.queue_delete(name)
+        await ch.set_qos(prefetch_count=100)
+        q = await ch.declare_queue(queue, passive=True)
+        # not q.iterator(): it nacks on close, which a stream answers by closing the channel
+        inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+        await q.consume(inbox.put, arguments={"x-stream-offset": "first"})
+        while True:
+            try:
+                msg = await asyncio.wait_for(inbox.get(), idle)
+            except TimeoutError:
+                break
+            headers: dict[str, Any] = dict(msg.headers or {})
+            offset = headers["x-stream-offset"]
+            assert isinstance(offset, int)
+            out.append(StreamMessage(offset, str(msg.message_id), headers, msg.body))
+            await msg.ack()
+    return out
+
+
+async def delete_queue(*names: str) -> None:
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        for name in names:
+            ch = await conn.channel()  # a failed delete closes its channel
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await ch.queue_delete(name)
 
 
 def unique_by_message(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """`python -m bench.telemetry` runs end to end on a tiny load and prints the JSON it promises.
 
 No rate is asserted (CONVENTIONS.md point 10): only that both variants drained the whole
-backlog and that the stream held every reading exactly once.
+backlog and that the stream (over 2 partitions) held every reading exactly once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.timeout(120)
 def test_telemetry_bench_compares_both_variants_and_checks_the_stream() -> None:
     result = run_bench(
-        "bench.telemetry", "--readings", "2000", "--sensors", "200", "--runs", "1", timeout=110
+        "bench.telemetry",
+        *("--readings", "2000", "--sensors", "200", "--runs", "1", "--partitions", "2"),
+        timeout=110,
     )
     assert result["benchmark"] == "telemetry"
     (run,) = result["runs_detail"]
@@ -30,3 +32,10 @@ def test_telemetry_bench_compares_both_variants_and_checks_the_stream() -> None:
     assert result["summary"]["stream_exactly_once"] is True
     assert result["summary"]["ratio"] > 0
     assert result["summary"]["forwarding_cost"] == pytest.approx(1 - result["summary"]["ratio"])
+    # the stream run over 2 partitions read back whole from both streams (above); the
+    # sub-assembly with 4 partitions sent a message per partition present per batch
+    assert result["partitions"] == 2
+    (alone,) = result["stream_alone"]["runs"]
+    (alone_4,) = result["stream_alone_partitions"]["runs"]
+    assert (alone["partitions"], alone_4["partitions"]) == (1, 4)
+    assert alone_4["messages"] > alone["messages"]

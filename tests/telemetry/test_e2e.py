@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sensord.telemetry.partition import partition_of_labels
 from sensord.testing import free_port
 from tests.support import MqttPublisher, SensordProcess, run_cli, running
 from tests.telemetry.support import delete_queue, read_stream, unique_by_message
@@ -161,6 +162,67 @@ async def test_a_tiny_buffer_counts_what_it_drops(
     records = unique_by_message(await read_stream(f"{sensord.prefix}.readings", 1000, idle=2))
     assert len(records) == final["sensord_telemetry_published_total"]
     assert [r["value"] for r in records][-20:] == [float(i) for i in range(80, 100)]  # newest kept
+
+
+SITES = [f"plant-{i}" for i in range(8)]  # over 3 partitions: 6, 1 and 1 sites (CRC-32)
+
+
+async def test_partitions_tail_merges_the_streams_or_reads_the_chosen_ones(
+    sensord: SensordProcess, mqtt_pub: MqttPublisher
+) -> None:
+    sensord.extra_toml = TELEMETRY + "partitions = 3\n"
+    queues = [f"{sensord.prefix}.readings.{i}" for i in range(3)]
+    n = 240
+    t0 = time.time() - 100
+    try:
+        async with running(sensord):
+            for i in range(n):  # 8 sites x 3 devices, ts growing with i
+                site, device = SITES[i % 8], DEVICES[i // 8 % 3]
+                body = json.dumps({"value": float(i), "ts": round(t0 + i / 100, 3)})
+                mqtt_pub.publish(f"{sensord.topic_root}/{site}/{device}/temperature", body)
+            await sensord.wait_metric("sensord_telemetry_published_total", n)
+            merged = tail(sensord, "--from", "first", "--count", str(n + 50), "--idle", "3")
+            one = tail(sensord, "--from", "first", "--partition", "2", "--idle", "2")
+            two = tail(
+                sensord, "--from", "first", "--partition", "0", "--partition", "2", "--idle", "2"
+            )
+            offsets = sorted({r["offset"] for r in one})
+            resumed = tail(sensord, "--from", str(offsets[-1]), "--partition", "2", "--idle", "2")
+            cfg = str(sensord.config_path)
+            refused = run_cli("readings", "tail", "-c", cfg, "--from", "5", "--count", "1")
+            out_of_range = run_cli("readings", "tail", "-c", cfg, "--partition", "3")
+            assert await sensord.stop() == 0
+    finally:
+        await delete_queue(*queues)
+    assert len(merged) == n  # every reading once, from the three streams
+    assert {r["partition"] for r in merged} == {0, 1, 2}
+    for r in merged:
+        assert r["partition"] == partition_of_labels({"site": r["site"]}, ["site"], 3)
+    # in order per sensor across the merge (each sensor is in one stream)
+    per_sensor: dict[tuple[str, str], list[float]] = {}
+    for r in merged:
+        per_sensor.setdefault((r["site"], r["device"]), []).append(r["value"])
+    assert all(values == sorted(values) for values in per_sensor.values())
+    assert len(per_sensor) == 24
+    assert one == [r for r in merged if r["partition"] == 2] != []
+    assert sorted(r["value"] for r in two) == sorted(
+        r["value"] for r in merged if r["partition"] != 1
+    )
+    assert resumed == [r for r in one if r["offset"] >= offsets[-1]] != []
+    assert refused.returncode == 2
+    assert "--from 5: an offset is a position in one stream, and 3 are read" in refused.stderr
+    assert "--partition" in refused.stderr
+    assert out_of_range.returncode == 2
+    assert "--partition 3: [telemetry] partitions is 3" in out_of_range.stderr
+
+
+async def test_tail_of_missing_partition_streams_names_the_setting(sensord: SensordProcess) -> None:
+    sensord.extra_toml = "[telemetry]\npartitions = 2\n"
+    sensord.write_config()
+    proc = run_cli("readings", "tail", "-c", str(sensord.config_path), "--count", "1")
+    assert proc.returncode == 1
+    assert f"no stream {sensord.prefix}.readings.0" in proc.stderr
+    assert "partitions = 2 as on the edges" in proc.stderr
 
 
 PROMETHEUS = shutil.which("prometheus")
