@@ -8,8 +8,9 @@ whose durable fields changed, `clocks()` the deadman clocks, `restore()` takes t
 
 `RuleEngine` is the façade over the layers it is built of, one module each:
 state.py (compiled rules and per-(rule, sensor) state), machine.py (the state machine a
-value drives), timers.py (`tick`: `for`, `keep_firing_for`, deadman clocks), index.py
-(which rules judge which sensor), restore.py (restart, hot reload, handing state over).
+value drives), timers.py (`tick`: `for`, `keep_firing_for`, deadman clocks), groups.py
+(rules across sensors: `aggregate.by` groups), index.py (which rules judge which sensor),
+restore.py (restart, hot reload, handing state over).
 Here: construction, the hot path (`evaluate`) and the read-only queries.
 """
 
