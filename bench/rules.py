@@ -96,10 +96,27 @@ WINDOWED = _rules(
     ]
 )  # fmt: skip
 
+# The threshold scenario's ten rules and two rules across sensors (aggregate.by): every
+# reading also enters the window of its site (10 sites, 100 readings/s each, so both
+# windows are full at 1,000 samples) and is judged on the site's average or maximum.
+GROUPED = [
+    *THRESHOLD,
+    *_rules(
+        [
+            {"name": "site-avg", "match": {"kind": "temperature"}, "above": 60,
+             "aggregate": {"fn": "avg", "window": "1m", "by": ["site", "kind"]}},
+            {"name": "site-max", "match": {"kind": "temperature"}, "above": 99,
+             "clear_below": 90,
+             "aggregate": {"fn": "max", "window": "10s", "by": ["site"]}},
+        ]
+    ),
+]  # fmt: skip
+
 SCENARIOS: dict[str, tuple[list[Rule], tuple[str, ...]]] = {
     "threshold": (THRESHOLD, ("temperature",)),
     "mixed": (MIXED, ("temperature", "humidity", "pressure", "vibration")),
     "windowed": (WINDOWED, ("temperature",)),
+    "grouped": (GROUPED, ("temperature",)),
 }
 
 BASE = {"temperature": 50.0, "humidity": 45.0, "pressure": 4.0, "vibration": 3.0}
@@ -274,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scenario", action="append", choices=sorted(SCENARIOS), help="default: all"
     )
     args = parser.parse_args(argv)
-    scenarios = args.scenario or ["threshold", "mixed", "windowed"]
+    scenarios = args.scenario or list(SCENARIOS)
     cfg = Config(args.sensors, args.readings, args.chunk, args.seed, args.excursions)
     result = {
         "benchmark": "rules",

@@ -8,8 +8,9 @@ whose durable fields changed, `clocks()` the deadman clocks, `restore()` takes t
 
 `RuleEngine` is the façade over the layers it is built of, one module each:
 state.py (compiled rules and per-(rule, sensor) state), machine.py (the state machine a
-value drives), timers.py (`tick`: `for`, `keep_firing_for`, deadman clocks), index.py
-(which rules judge which sensor), restore.py (restart, hot reload, handing state over).
+value drives), timers.py (`tick`: `for`, `keep_firing_for`, deadman clocks), groups.py
+(rules across sensors: `aggregate.by` groups), index.py (which rules judge which sensor),
+restore.py (restart, hot reload, handing state over).
 Here: construction, the hot path (`evaluate`) and the read-only queries.
 """
 
@@ -53,6 +54,7 @@ class RuleEngine(Persistence):
         self._by_kind = {}
         self._any_kind = []
         self._sensors = {}
+        self._groups = {}
         self._timed = {}
         self._absent = []
         self._expectations = []
@@ -85,6 +87,8 @@ class RuleEngine(Persistence):
         # NaN: no evidence (the payload parser refuses it already); x != x is the cheapest test
         if value != value:  # noqa: PLR0124 - see above
             return out
+        if sensor.groups:  # rules across sensors (aggregate.by); most sensors feed none
+            self._judge_groups(sensor.groups, value, ts, age, out)
         if sensor.windows:
             for window in sensor.windows:
                 window.fresh = age <= window.stale and window.push(ts, value)
@@ -128,7 +132,12 @@ class RuleEngine(Persistence):
         self.__init__(self.rules, start=self.start, fold=self._fold)  # type: ignore[misc]
 
     def sensors(self) -> Iterable[SensorKey]:
+        """The sensors heard of (or restored); groups are not among them (see groups())."""
         return self._sensors.keys()
+
+    def groups(self) -> list[tuple[Rule, dict[str, str]]]:
+        """The groups of `aggregate.by` rules: (rule, group labels)."""
+        return [(g.states[0].c.rule, g.labels) for g in self._groups.values()]
 
     def firing(self) -> list[tuple[Rule, dict[str, str]]]:
         """The alerts receivers know as firing: (rule, labels)."""
@@ -138,10 +147,18 @@ class RuleEngine(Persistence):
             for st in (*sensor.states, *sensor.absent)
             if st.announced_since is not None
         ]
+        out += [
+            (st.c.rule, group.labels)
+            for group in self._groups.values()
+            for st in group.states
+            if st.announced_since is not None
+        ]
         out += [(e.c.rule, e.labels) for e in self._expectations if e.firing_since is not None]
         return out
 
     @property
     def state_count(self) -> int:
-        """(rule, sensor) states held: only the rules that match each sensor have one."""
-        return sum(len(s.states) + len(s.absent) for s in self._sensors.values())
+        """(rule, sensor) states held: only the rules that match each sensor have one; and
+        one per group of an `aggregate.by` rule."""
+        sensors = sum(len(s.states) + len(s.absent) for s in self._sensors.values())
+        return sensors + len(self._groups)

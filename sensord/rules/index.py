@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
+from sensord.rules.groups import GroupIndex
 from sensord.rules.model import GLOB_CHARS, Rule
 from sensord.rules.records import CORE_LABELS, AlertTransition, SensorKey, sensor_key
 from sensord.rules.state import CompiledRule, Expectation, RuleState, Sensor
-from sensord.rules.timers import Timers
 
 
-class SensorIndex(Timers):
+class SensorIndex(GroupIndex):
     """The rules in force and the sensors known, each with the states of its rules."""
 
     _fold: bool  # False: no quiet-band shortcut (tests and benchmark compare)
@@ -55,8 +55,14 @@ class SensorIndex(Timers):
         """(Re)build a sensor's state lists from the current rules, reusing kept states."""
         sensor.states = []
         sensor.absent = []
+        groups: list[RuleState] = []
         for c in self._candidates(sensor.labels.get("kind", "")):
             if not c.rule.matches(sensor.labels):
+                continue
+            if c.by is not None:  # a group rule: the sensor feeds its group's state
+                group = self._join(c, sensor)
+                if group is not None:
+                    groups.append(group)
                 continue
             st = keep.get(c.rule.name) or c.new_state(sensor)
             if c.absent is not None:
@@ -64,6 +70,7 @@ class SensorIndex(Timers):
                 self._absent.append(st)
             else:
                 sensor.states.append(st)
+        sensor.groups = groups or ()
         sensor.share_windows()
         sensor.fold(self._fold)
 

@@ -3,7 +3,7 @@
 `_step` takes one evaluated value (raw, aggregate or rate) of one state and appends the
 transitions it causes; `_fire` and `_resolve` are shared with the timers (tick), `_flap`
 holds notifications while a state flaps. The engine is built in layers, each a class
-that the next extends (machine → timers → index → restore → engine): the hot path stays
+that the next extends (machine → timers → groups → index → restore → engine): the hot path stays
 plain method calls on one object, as fast as when it was one class, and the layers share
 the engine's fields, which each declares where it is introduced.
 """

@@ -56,11 +56,32 @@ class _Part(BaseModel):
 
 
 class Aggregate(_Part):
-    """The condition applies to `fn` over the readings of the last `window` (reading time)."""
+    """The condition applies to `fn` over the readings of the last `window` (reading time).
+
+    With `by` (label names) the rule judges groups, not sensors: the window holds the
+    readings of every matching sensor that shares those labels' values (docs/rules.md,
+    "Rules across sensors")."""
 
     fn: Literal["avg", "min", "max", "p95", "count"]
     window: float
     max_samples: int = Field(default=DEFAULT_MAX_SAMPLES, ge=1, le=100_000)
+    by: list[str] | None = None
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("by lists at least one label name (site, device, kind or another)")
+        if any(not name for name in v):
+            raise ValueError("by lists label names; an empty one names no label")
+        seen: set[str] = set()
+        for name in v:
+            if name in seen:
+                raise ValueError(f"label {name!r} is listed twice in by")
+            seen.add(name)
+        return v
 
     @field_validator("window", mode="before")
     @classmethod
@@ -185,6 +206,17 @@ class Rule(BaseModel):
                 "a rule needs exactly one condition: above, below, outside, inside or absent_for"
                 + (f" (found {', '.join(conditions)})" if conditions else "")
             )
+        grouped = self.aggregate is not None and self.aggregate.by is not None
+        if grouped and (self.absent_for is not None or self.expect):
+            raise ValueError(
+                "aggregate.by does not go with absent_for or expect: a group has no deadman"
+                " clock (watch its sensors with a deadman rule of their own)"
+            )
+        if grouped and self.rate is not None:
+            raise ValueError(
+                "aggregate.by does not go with rate: a group's window mixes several sensors,"
+                " a rate needs one sensor's readings"
+            )
         if self.absent_for is not None:
             self._check_deadman()
         else:
@@ -261,6 +293,11 @@ class Rule(BaseModel):
             if value is None or not fnmatchcase(value, pattern):
                 return False
         return True
+
+    @property
+    def group_by(self) -> list[str] | None:
+        """The `aggregate.by` labels of a rule that judges groups, else None."""
+        return self.aggregate.by if self.aggregate is not None else None
 
     def literal_match(self) -> dict[str, str]:
         """The match labels that are plain values, not globs (labels of declared sensors)."""

@@ -6,6 +6,7 @@ them back as a `Snapshot` at start (`RuleEngine.restore`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -14,6 +15,8 @@ from sensord.rules.model import Rule
 SensorKey = tuple[str, ...]
 Status = Literal["firing", "resolved", "flapping"]
 CORE_LABELS = ("site", "device", "kind")
+# the first element of a group's key: no sensor's (a sensor's key starts with its site)
+GROUP_MARK = "\x00group"
 
 
 class AlertTransition(NamedTuple):
@@ -82,3 +85,17 @@ def sensor_key(labels: dict[str, str]) -> SensorKey:
     """The key `evaluate` computes from a reading, rebuilt from the labels dict it made."""
     extra = [v for k, v in labels.items() if k not in CORE_LABELS]
     return (labels.get("site", ""), labels.get("device", ""), labels.get("kind", ""), *extra)
+
+
+def group_key(rule: str, by: Sequence[str], labels: dict[str, str]) -> SensorKey | None:
+    """The key of the `aggregate.by` group of `rule` that a sensor (or a saved group
+    state) with these labels belongs to; None when a `by` label is missing. Groups are
+    kept apart from sensors, and their keys have a shape of their own (GROUP_MARK, the
+    rule's name, the `by` values), so that `sensor_key` never rebuilds one."""
+    values = []
+    for name in by:
+        value = labels.get(name)
+        if value is None:
+            return None
+        values.append(value)
+    return (GROUP_MARK, rule, *values)

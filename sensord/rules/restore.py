@@ -21,7 +21,7 @@ from sensord.rules.records import (
     Snapshot,
     StateRecord,
 )
-from sensord.rules.state import Expectation, FlapHistory, RuleState
+from sensord.rules.state import CompiledRule, Expectation, FlapHistory, Group, RuleState
 
 
 class Persistence(SensorIndex):
@@ -46,6 +46,15 @@ class Persistence(SensorIndex):
                 else:
                     self._drop(st, now, out)
             kept_states[sensor.key] = kept
+        # a group lives as long as its rule: kept with its window, or dropped (resolved)
+        groups: dict[SensorKey, Group] = {}
+        for key, group in self._groups.items():
+            st = group.states[0]
+            if st.c.rule.name in keep:
+                groups[key] = group
+            else:
+                self._drop(st, now, out)
+        self._groups = groups
         old_expectations = self._expectations
         self._install(rules, keep)
         self._timed = {st: None for st in self._timed if st.c.rule.name in keep}
@@ -204,12 +213,10 @@ class Persistence(SensorIndex):
                 if e.c is c and e.pattern == rec.expect and not e.satisfied:
                     e.firing_since = rec.firing_since
             return
-        sensor = self._sensor_for(rec.labels, now)
-        st = next((s for s in (*sensor.states, *sensor.absent) if s.c is c), None)
+        st = self._state_for(c, rec.labels, now)
         if st is None:
             self._tombstone(rec)
             return
-        sensor.busy = True
         st.firing_since = rec.firing_since
         st.last_value = rec.last_value
         st.last_ts = rec.last_ts if rec.last_ts is not None else now
@@ -224,6 +231,18 @@ class Persistence(SensorIndex):
             st.flap.flapping = rec.flapping
             st.flap.bits = rec.flap_history
             st.flap.announced_since = rec.announced_since
+
+    def _state_for(self, c: CompiledRule, labels: dict[str, str], now: float) -> RuleState | None:
+        """The state a saved record of rule `c` belongs to: its group's for a group rule
+        (the saved labels must be exactly the `by` labels), else its sensor's."""
+        if c.by is not None:
+            if set(labels) != set(c.by):
+                return None
+            group = self._group_for(c, labels)
+            return group.states[0] if group is not None else None
+        sensor = self._sensor_for(labels, now)
+        sensor.busy = True
+        return next((s for s in (*sensor.states, *sensor.absent) if s.c is c), None)
 
     def _tombstone(self, rec: StateRecord) -> None:
         """Make take_dirty() delete a stored row that no state owns any more."""

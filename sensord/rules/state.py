@@ -8,10 +8,11 @@ floats held here, not pydantic fields. The logic that moves them is in machine.p
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from sensord.rules.model import Rule
 from sensord.rules.records import SensorKey
-from sensord.rules.windows import Reducer, Series, rate_reducer, reducer_for
+from sensord.rules.windows import GroupSeries, Reducer, Series, rate_reducer, reducer_for
 
 INF = math.inf
 
@@ -21,6 +22,7 @@ class CompiledRule:
 
     __slots__ = (
         "absent",
+        "by",
         "chi",
         "clo",
         "flap_high",
@@ -50,6 +52,8 @@ class CompiledRule:
         self.keep = rule.keep_firing_for
         self.stale = rule.stale_after
         self.absent = rule.absent_for
+        by = rule.group_by
+        self.by = tuple(by) if by is not None else None  # a group rule (aggregate.by)
         self.inside = False
         after = before = math.nextafter
         # Outside-form: breach when x < lo or x > hi; clear when clo < x < chi.
@@ -105,7 +109,9 @@ class CompiledRule:
 
     def new_state(self, sensor: Sensor) -> RuleState:
         st = RuleState(self, sensor)
-        if self.max_samples:
+        if self.by is not None:
+            st.series = GroupSeries(self.span, self.max_samples, self.stale)
+        elif self.max_samples:
             st.series = Series(self.span, self.max_samples, self.stale)
         if self.rule.flapping is not None:
             st.flap = FlapHistory()
@@ -137,6 +143,7 @@ class Sensor:
         "absent",
         "busy",
         "folded",
+        "groups",
         "key",
         "labels",
         "last_seen",
@@ -157,6 +164,9 @@ class Sensor:
         self.others: list[RuleState] = []
         self.absent: list[RuleState] = []
         self.windows: list[Series] = []
+        # the states of the groups it belongs to (aggregate.by): a shared empty tuple for
+        # the many sensors in none, so that they pay one falsy test per reading
+        self.groups: Sequence[RuleState] = ()
         self.busy = True
         self.qlo = self.qhi = self.qstale = 0.0
         self.last_seen = now
@@ -191,6 +201,18 @@ class Sensor:
         if not enabled:  # an empty band: every reading takes the full path
             self.qlo, self.qhi = INF, -INF
         self.busy = True  # until a full evaluation finds every folded state idle
+
+
+class Group(Sensor):
+    """The sensors of one `aggregate.by` rule that share the `by` labels' values: it
+    stands where a sensor stands for the state machine (`labels`, one state in `states`),
+    so that `for`, `keep_firing_for`, hysteresis and flapping work on it unchanged. Its
+    labels are exactly the `by` labels; it is never one of the engine's sensors."""
+
+    __slots__ = ()
+
+    def __init__(self, key: SensorKey, labels: dict[str, str]) -> None:
+        super().__init__(key, labels, 0.0)
 
 
 class RuleState:

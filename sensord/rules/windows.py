@@ -8,6 +8,7 @@ receive time, so replayed or batched readings aggregate as they were measured.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 
@@ -39,6 +40,34 @@ class Series:
         while times[0] <= horizon:
             times.popleft()
             self.values.popleft()
+        return True
+
+
+class GroupSeries(Series):
+    """A group's window (`aggregate.by`): the readings of several sensors, which arrive
+    slightly out of order. A reading older than the newest is inserted in time order
+    unless it is at or before the window's start (newest - span); in a full window the
+    oldest reading falls out to make room, so a reading older than all of a full window
+    is not added."""
+
+    __slots__ = ()
+
+    def push(self, ts: float, value: float) -> bool:
+        times = self.times
+        if not times or ts >= times[-1]:
+            return super().push(ts, value)
+        if ts <= times[-1] - self.span:
+            return False  # before the window's start: it would fall out at once
+        values = self.values
+        i = bisect_right(times, ts)  # after equal times: arrival order among ties
+        if len(times) == times.maxlen:
+            if i == 0:
+                return False  # older than every reading of a full window
+            times.popleft()
+            values.popleft()
+            i -= 1
+        times.insert(i, ts)
+        values.insert(i, value)
         return True
 
 

@@ -15,6 +15,10 @@ def test_rules_benchmark_smoke() -> None:
     assert threshold["evaluations"] == 3000 * 10  # every reading meets all ten rules
     assert threshold["memory"]["states"] == 50 * 10
     assert threshold["transitions"]["firing"] > 0
+    grouped = result["scenarios"]["grouped"]
+    assert grouped["evaluations"] == 3000 * 12  # the ten threshold rules and two group rules
+    assert grouped["memory"]["states"] == 50 * 10 + 10 * 2  # 10 sites: one group per rule
+    assert grouped["transitions"]["firing"] > 0
     mixed = result["scenarios"]["mixed"]
     assert mixed["ticks"]["count"] == 2  # one per simulated second: 3000 readings, 1 ms apart
     for scenario in result["scenarios"].values():

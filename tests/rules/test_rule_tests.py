@@ -159,3 +159,42 @@ def test_readme_rules_example_loads(tmp_path: Path) -> None:
     assert [r.name for r in rules] == ["critical-temperature", "vibration-average", "sensor-silent"]
     assert rules[1].aggregate is not None
     assert rules[2].expect == ["t-1", "t-2"]
+
+
+GROUP_RULES = """\
+rules:
+  - name: site-warm
+    match: {kind: temperature}
+    aggregate: {fn: avg, window: 1m, by: [site]}
+    above: 30
+"""
+
+GROUP_TESTS = """\
+rule_files: [rules.yaml]
+tests:
+  - input_series:
+      - topic: sensors/p/t-1/temperature
+        values: "34 34"
+      - topic: sensors/p/t-2/temperature
+        values: "_ 20"
+    alert_rule_test:
+      - at: 0s
+        firing: [{alertname: site-warm, site: p}]
+      - at: 1s
+        resolved: [{alertname: site-warm, site: p}]
+"""
+
+
+def test_a_group_case_sees_one_alert_from_several_devices(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(GROUP_RULES)
+    path = tmp_path / "t.yaml"
+    path.write_text(GROUP_TESTS)
+    out, err = io.StringIO(), io.StringIO()
+    assert main([path], out, err) == 0, out.getvalue() + err.getvalue()
+    # at 1 s the site's mean is (34 + 34 + 20) / 3 = 29.3; an alert per device would differ
+    path.write_text(GROUP_TESTS.replace("resolved: [", "firing: ["))
+    out = io.StringIO()
+    assert main([path], out, err) == 1
+    assert "    + there, not expected: {alertname: site-warm, severity: warning, site: p}" in (
+        out.getvalue()
+    )
