@@ -104,8 +104,10 @@ async def test_tail_of_a_missing_stream_says_so(sensord: SensordProcess) -> None
     assert f"no stream {sensord.prefix}.readings" in proc.stderr
 
 
+# the 30 s outage under the slow marker (make test-slow); 5 s in make test
+@pytest.mark.parametrize("cut", [5.0, pytest.param(30.0, marks=pytest.mark.slow)])
 async def test_rabbitmq_cut_readings_buffered_then_delivered(
-    telemetry_sensord: SensordProcess, mqtt_pub: MqttPublisher
+    telemetry_sensord: SensordProcess, mqtt_pub: MqttPublisher, cut: float
 ) -> None:
     sensord = telemetry_sensord
     proxy = sensord.amqp_through_proxy()
@@ -118,7 +120,7 @@ async def test_rabbitmq_cut_readings_buffered_then_delivered(
             publish(sensord, mqtt_pub, 60, 240)
             await sensord.wait_metric("sensord_readings_total", 300)
             held = await sensord.wait_metric("sensord_telemetry_buffered", 240)
-            await asyncio.sleep(5)  # cut for a while: ingest goes on, nothing is lost
+            await asyncio.sleep(cut)  # cut for a while: ingest goes on, nothing is lost
             during = await sensord.metrics()
             await proxy.up()
             after = await sensord.wait_metric("sensord_telemetry_published_total", 300, timeout=30)
