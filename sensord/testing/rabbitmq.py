@@ -50,6 +50,8 @@ from sensord.testing.rabbitmq_node import (
     missing,
     port_open,
     rabbitmq_sbin,
+    reap,
+    terminate,
 )
 from sensord.testing.tls import TlsFiles
 
@@ -376,7 +378,7 @@ class RabbitCluster:
         n = self.node(node)
         if n.pid is not None and alive(n.pid):
             os.kill(n.pid, signal.SIGKILL)
-            self._reap(n.pid, 10.0)
+            reap(n.pid, 10.0, self._procs)
         n.pid = None
         self._save()
         return n
@@ -385,7 +387,7 @@ class RabbitCluster:
         """Start a stopped or killed node again (stopping it first if it runs); it rejoins."""
         n = self.node(node)
         if n.pid is not None and alive(n.pid):
-            self._terminate(n.pid, 30.0)
+            terminate([n.pid], 30.0, self._procs)
             n.pid = None
         self._spawn(n)
         self._wait_up(n, timeout)
@@ -395,7 +397,7 @@ class RabbitCluster:
         """A clean stop (SIGTERM: the node leaves its queues' leadership first)."""
         n = self.node(node)
         if n.pid is not None and alive(n.pid):
-            self._terminate(n.pid, timeout)
+            terminate([n.pid], timeout, self._procs)
         n.pid = None
         self._save()
         return n
@@ -439,29 +441,6 @@ class RabbitCluster:
 
     # -- stopping ------------------------------------------------------------------------
 
-    def _reap(self, pid: int, timeout: float) -> bool:
-        proc = self._procs.pop(pid, None)
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-                return True
-            self._procs[pid] = proc
-            return False
-        deadline = time.monotonic() + timeout
-        while alive(pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def _terminate(self, pid: int, timeout: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not self._reap(pid, timeout):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self._reap(pid, 5.0)
-
     def stop(self) -> None:
         """Stop every process this cluster started (by PID), then remove its files."""
         st = self._state
@@ -469,18 +448,11 @@ class RabbitCluster:
             return
         # all nodes at once: a clean stop of one waits on its peers otherwise
         pids = [n.pid for n in st.nodes if n.pid is not None and alive(n.pid)]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            if not self._reap(pid, 15.0):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._reap(pid, 5.0)
+        terminate(pids, 15.0, self._procs)
         for n in st.nodes:
             n.pid = None
         if st.epmd_pid is not None and alive(st.epmd_pid):
-            self._terminate(st.epmd_pid, 5.0)
+            terminate([st.epmd_pid], 5.0, self._procs)
         st.epmd_pid = None
         self._state = None
         if st.remove_workdir:

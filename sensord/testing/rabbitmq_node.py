@@ -8,7 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,3 +110,34 @@ def amqp_answers(port: int) -> bool:
             return s.recv(1)[:1] == b"\x01"  # a method frame
     except OSError:
         return False
+
+
+def reap(pid: int, timeout: float, procs: dict[int, subprocess.Popen[bytes]]) -> bool:
+    """Wait up to `timeout` for `pid` to end (reaped through its Popen when this process
+    started it, in `procs`); False if it still runs."""
+    proc = procs.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+            return True
+        procs[pid] = proc
+        return False
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def terminate(pids: list[int], timeout: float, procs: dict[int, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM all at once (a clean stop of one node waits on its peers otherwise), then
+    SIGKILL each that is still there after `timeout`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        if not reap(pid, timeout, procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            reap(pid, 5.0, procs)

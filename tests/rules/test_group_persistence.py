@@ -12,21 +12,15 @@ from sensord.errors import ConfigError
 from sensord.events import Reading
 from sensord.rules import AlertTransition, Rule, RuleEngine, load_rule_file
 from sensord.state.store import StateStore
+from tests.rules.test_groups import group_rule as plain_group_rule
 
 HOUR = 3600.0
 GROUP = {"site": "plant-1", "kind": "temperature"}
 
 
 def group_rule(**fields: object) -> Rule:
-    spec: dict[str, object] = {
-        "name": "site-too-warm",
-        "match": {"kind": "temperature"},
-        "aggregate": {"fn": "avg", "window": "5m", "by": ["site", "kind"]},
-        "above": 30,
-        "clear_below": 28,
-        **fields,
-    }
-    return Rule.model_validate(spec)
+    """test_groups' site average, with a hysteresis band (28) unless told otherwise."""
+    return plain_group_rule(**{"clear_below": 28, **fields})
 
 
 def reading(value: float, ts: float, device: str = "t-1") -> Reading:
