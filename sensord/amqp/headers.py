@@ -11,6 +11,9 @@ DEAD_AT_HEADER = "x-sensord-dead-at"
 # set by the edge on a repeat of a firing alert: the channels it is for, comma-separated
 # ("*": every channel); channels not named acknowledge it without notifying
 REPEAT_HEADER = "x-sensord-repeat-for"
+# set by the edge on an alert event it publishes again (its first publish was not
+# confirmed, or happened before a restart): the notify side checks the fleet first
+RESENT_HEADER = "x-sensord-resent"
 # headers RabbitMQ adds on dead-lettering; attempts are counted from our own header
 BROKER_HEADERS = (
     "x-death",

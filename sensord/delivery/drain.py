@@ -7,7 +7,9 @@ FastStream, 256 publishes in flight top out near 4,500/s). No two rows of one fi
 are in flight at once, so the events of one alert reach RabbitMQ in the order they were
 recorded, whatever fails. A row is deleted only once its own confirm arrived; after a
 failure the unconfirmed rows are retried (a consumer may then see an event twice: event
-ids make that harmless).
+ids make that harmless). A row published before (in this run, or in the outbox at start:
+published before a crash, maybe) carries `x-sensord-resent`, so that the notify workers
+check with each other before sending it (notify/fleet.py).
 
 The drain has its own connection (aio-pika's robust connection on the nodes of `[amqp]
 url`, amqp/failover.py; its confirm channel's aiormq channel does the publishing). A nack
@@ -30,7 +32,7 @@ from aiormq import Channel as RawChannel
 from aiormq.exceptions import DeliveryError, PublishError
 
 from sensord.amqp.failover import NodeRing, connect_robust
-from sensord.amqp.headers import REPEAT_HEADER
+from sensord.amqp.headers import REPEAT_HEADER, RESENT_HEADER
 from sensord.amqp.publisher import BatchPublisher, Message
 from sensord.amqp.settings import AmqpSettings
 from sensord.delivery.outbox import Outbox, OutboxRow
@@ -63,6 +65,19 @@ def unique_prefix(
     return out
 
 
+def _headers(row: OutboxRow, again: bool) -> dict[str, Any] | None:
+    """A repeat's target channels; the mark of an event published again. Most rows have
+    neither (the publisher's fast path)."""
+    if row.repeat_for is None and not again:
+        return None
+    headers: dict[str, Any] = {}
+    if row.repeat_for is not None:
+        headers[REPEAT_HEADER] = row.repeat_for
+    if again:
+        headers[RESENT_HEADER] = 1
+    return headers
+
+
 class OutboxDrain:
     def __init__(self, settings: AmqpSettings, outbox: Outbox, metrics: Metrics) -> None:
         self._settings = settings
@@ -86,6 +101,9 @@ class OutboxDrain:
             on_move=lambda _old, _new: metrics.amqp_failovers.labels("publish").inc(),
         )
         self._nacked = 0  # rounds in a row with a nack (see the module doc)
+        # rows that may have reached RabbitMQ already: those handed to a publish, and
+        # those in the outbox at start (a crash may have come between publish and delete)
+        self._tried: set[int] = {row.seq for row in outbox.head(len(outbox))}
 
     @property
     def pending(self) -> int:
@@ -119,17 +137,13 @@ class OutboxDrain:
         publisher = self._publisher
         if publisher is None or publisher.channel is not channel:
             publisher = self._publisher = BatchPublisher(channel, self._settings.exchange)
-        return await publisher.publish_many(
-            [
-                Message(
-                    row.routing_key,
-                    row.body,
-                    row.event_id,
-                    None if row.repeat_for is None else {REPEAT_HEADER: row.repeat_for},
-                )
-                for row in rows
-            ]
-        )
+        tried = self._tried
+        messages = [
+            Message(row.routing_key, row.body, row.event_id, _headers(row, row.seq in tried))
+            for row in rows
+        ]
+        tried.update(row.seq for row in rows)
+        return await publisher.publish_many(messages)
 
     async def _confirmed(self, futures: list[asyncio.Future[Any]]) -> list[BaseException | None]:
         """One result per future (None: confirmed), waiting at most publish_timeout."""
@@ -285,6 +299,10 @@ class OutboxDrain:
             else:
                 failure = result
         self._outbox.delete(done)
+        self._tried.difference_update(done)
+        if len(self._tried) > 2 * len(self._outbox) + BATCH * DEPTH:
+            # rows dropped from a full outbox (max_pending) are never confirmed here
+            self._tried.intersection_update(r.seq for r in self._outbox.head(len(self._outbox)))
         self.published += len(done)
         if failure is None:
             self._nacked = 0

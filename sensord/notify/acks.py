@@ -7,11 +7,20 @@ import logging
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.exceptions import ChannelInvalidStateError
 
 log = logging.getLogger("sensord.notify")
 
 # settled messages are acknowledged together at most this long after the first of them
 ACK_BATCH_WINDOW = 0.005
+
+
+def _channel(message: AbstractIncomingMessage) -> object:
+    """The AMQP channel a message came on; None once it is closed (aio-pika raises)."""
+    try:
+        return message.channel
+    except ChannelInvalidStateError:
+        return None
 
 
 class BatchedAcks:
@@ -37,7 +46,7 @@ class BatchedAcks:
         self._order[message.delivery_tag] = False
 
     def settle(self, message: AbstractIncomingMessage) -> None:
-        if message.channel is not self._channel or message.delivery_tag not in self._order:
+        if _channel(message) is not self._channel or message.delivery_tag not in self._order:
             return  # delivered on a channel that is gone: RabbitMQ redelivers it
         self._order[message.delivery_tag] = True
         if not self._scheduled:
@@ -46,7 +55,7 @@ class BatchedAcks:
 
     def forget(self, message: AbstractIncomingMessage) -> None:
         """The message was nacked on its own: take it out of the order."""
-        if message.channel is self._channel and message.delivery_tag is not None:
+        if _channel(message) is self._channel and message.delivery_tag is not None:
             self._order.pop(message.delivery_tag, None)
             if not self._scheduled:
                 self._scheduled = True

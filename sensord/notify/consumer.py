@@ -54,6 +54,7 @@ from sensord.events import AlertEvent
 from sensord.notify.acks import BatchedAcks
 from sensord.notify.base import NotificationChannel
 from sensord.notify.dedup import HandledEvents
+from sensord.notify.fleet import Fleet, is_suspect
 from sensord.notify.order import RetryOrder
 from sensord.notify.registry import ChannelSettings
 from sensord.notify.render import rfc3339
@@ -82,9 +83,11 @@ class ChannelConsumer:
         *,
         handled: HandledEvents | None = None,
         gate: asyncio.Event | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.settings = settings
         self._handled = handled
+        self._fleet = fleet  # the other workers: asked before a suspect copy is sent
         self._gate = gate  # while clear, messages wait (the edge's outbox drain goes first)
         self._claimed: set[str] = set()  # event ids being delivered by this consumer
         # per fingerprint while in use: (lock, number of messages holding or awaiting it)
@@ -102,6 +105,7 @@ class ChannelConsumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # messages being handled (_on_message)
         self._idle = asyncio.Event()
         self._idle.set()
         self._acks = BatchedAcks()
@@ -134,13 +138,30 @@ class ChannelConsumer:
         log.debug("channel %s: consumer stopped", self.settings.name)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """aiormq runs this in a task of the AMQP channel, which it cancels when the
+        channel closes (a connection loss): a notification cut there could have reached
+        its target unrecorded, to be sent again by the worker RabbitMQ redelivers it to.
+        So each message is handled in a task of its own, which finishes (sent, recorded,
+        its ack lost with the channel) whatever becomes of the channel."""
+        task = asyncio.ensure_future(self._process(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1
         self._idle.clear()
         self._acks.track(message)
+        fleet, event_id = self._fleet, message.message_id
+        suspect = is_suspect(message)
+        if fleet is not None and event_id:
+            # from now on the fleet hears "sending" (or "waiting") for it from this worker
+            fleet.hold(self.settings.name, event_id, suspect=suspect)
         try:
             if self._gate is not None and not self._gate.is_set():
                 await self._gate.wait()
-            await self._handle(message)
+            await self._handle(message, suspect)
         except Exception:
             # A broker error while publishing a copy: leave the original to RabbitMQ.
             log.exception("channel %s: cannot settle a message; requeued", self.settings.name)
@@ -148,6 +169,8 @@ class ChannelConsumer:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
         finally:
+            if fleet is not None and event_id:
+                fleet.release(self.settings.name, event_id, suspect=suspect)
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
@@ -155,7 +178,7 @@ class ChannelConsumer:
     def _count(self, outcome: str) -> None:
         self._outcomes[outcome].inc()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: AbstractIncomingMessage, suspect: bool) -> None:
         name = self.settings.name
         headers = dict(message.headers or {})
         attempts = header_int(headers, ATTEMPTS_HEADER)
@@ -183,12 +206,10 @@ class ChannelConsumer:
         self._order[fp] = (lock, users + 1)
         try:
             async with lock:
-                if message.redelivered and self._handled is not None:
-                    await asyncio.sleep(REDELIVERY_GRACE)
-                    if self._handled.seen(name, event.event_id):
-                        self._acks.settle(message)
-                        self._count("duplicate")
-                        return
+                if suspect and await self._sent_before(event.event_id, bool(message.redelivered)):
+                    self._acks.settle(message)
+                    self._count("duplicate")
+                    return
                 await self._deliver(message, headers, event, attempts)
         finally:
             self._claimed.discard(event.event_id)
@@ -197,6 +218,17 @@ class ChannelConsumer:
                 del self._order[fp]
             else:
                 self._order[fp] = (lock, users - 1)
+
+    async def _sent_before(self, event_id: str, redelivered: bool) -> bool:
+        """A suspect copy: did another worker send this event (the fleet), or a worker
+        sharing the state file (its record, after REDELIVERY_GRACE without a fleet)?"""
+        name, handled = self.settings.name, self._handled
+        if self._fleet is not None:
+            if await self._fleet.sent_elsewhere(name, event_id):
+                return True
+        elif redelivered and handled is not None:
+            await asyncio.sleep(REDELIVERY_GRACE)
+        return handled is not None and handled.seen(name, event_id)
 
     async def _deliver(
         self,
@@ -256,6 +288,8 @@ class ChannelConsumer:
         else:
             if self._handled is not None:
                 self._handled.record(name, event.event_id)
+            if self._fleet is not None:
+                self._fleet.sent(name, event.event_id)
             self._retry_order.settled(event)
             self._acks.settle(message)
             self._count("sent")
@@ -372,8 +406,14 @@ class Notifier:
         self._settings = channel_settings
         self._metrics = metrics
         self._poll_interval = dlq_poll_interval
+        # the other workers of this prefix, asked before a suspect copy is sent
+        self.fleet = Fleet(
+            amqp,
+            seen=handled.seen if handled is not None else None,
+            on_peers=metrics.fleet_peers.set,
+        )
         self.consumers = [
-            ChannelConsumer(amqp, s, c, metrics, handled=handled, gate=gate)
+            ChannelConsumer(amqp, s, c, metrics, handled=handled, gate=gate, fleet=self.fleet)
             for s, c in zip(channel_settings, channels, strict=True)
         ]
         self._connection: AbstractRobustConnection | None = None
@@ -404,6 +444,8 @@ class Notifier:
         setup = await self._connection.channel()
         await declare_topology(setup, self._amqp, self._settings)
         await setup.close()
+        if self.consumers:  # before the consumers: a suspect copy asks it at once
+            await self.fleet.start(self._connection)
         for consumer in self.consumers:
             await consumer.start(self._connection)
         if self.consumers:  # no channel, no dead-letter queue to watch
@@ -415,6 +457,7 @@ class Notifier:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._poller, STOP_STEP_TIMEOUT)
         await asyncio.gather(*(c.stop(grace) for c in self.consumers))
+        await self.fleet.stop()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.close(), STOP_STEP_TIMEOUT)

@@ -93,6 +93,7 @@ class Metrics:
         "dlq_depth",
         "duplicates",
         "expositions",
+        "fleet_peers",
         "invalid",
         "late",
         "messages",
@@ -164,6 +165,11 @@ class Metrics:
             "sensord_dlq_messages",
             "Messages in a channel's dead-letter queue (passive declare, every 15 s)",
             ["channel"],
+            registry=self.registry,
+        )
+        self.fleet_peers = Gauge(
+            "sensord_notify_fleet_peers",
+            "Other notify workers of this [amqp] prefix heard from (notify/fleet.py)",
             registry=self.registry,
         )
         self.outbox_oldest_age = Gauge(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -17,7 +18,8 @@ class WebhookSink:
     """`async with WebhookSink() as sink:` POSTs to `sink.url` are recorded.
 
     Failure modes: `statuses` are answered in turn (then 200); while `fail_with` is set every
-    request gets that status; `retry_after` is sent with every non-2xx answer. Only 2xx
+    request gets that status; `hold` keeps every answer back until it is set; `retry_after`
+    is sent with every non-2xx answer. Only 2xx
     bodies land in `bodies` and `event_ids`; every request, failed ones too, in `times`,
     `raw` and `headers`. `stop()` then `start()` serves again on the same port (an outage).
     """
@@ -34,6 +36,9 @@ class WebhookSink:
     headers: list[dict[str, str]] = field(default_factory=list)
     retry_after: str | None = None  # sent with every non-2xx answer when set
     fail_with: int | None = None  # while set, every request is answered with this status
+    # when given, each request (recorded in `times`, `raw`, `headers` on arrival) waits
+    # for it to be set before it is answered: a target that is slow to answer
+    hold: asyncio.Event | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -43,6 +48,8 @@ class WebhookSink:
         self.times.append(arrived)
         self.raw.append(raw)
         self.headers.append(dict(request.headers))
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail_with is not None:
             status = self.fail_with
         else:
