@@ -218,7 +218,7 @@ def channel_queues(settings: AmqpSettings, channel: ChannelSettings) -> list[Que
                     "x-overflow": "reject-publish",
                 },
                 optional=cluster_arguments(settings, work=False),
-                legacy=back_to_work,  # up to 0.x the tiers were classic queues
+                legacy=back_to_work,  # earlier releases: classic queues
             )
         )
     return specs

@@ -86,7 +86,7 @@ async def amqp() -> AsyncIterator[AmqpSettings]:
 async def declare_earlier_release(
     settings: AmqpSettings, channel: ChannelSettings, tiers_ms: list[int]
 ) -> None:
-    """The queues as sensord 0.x declared them (literally): tiers and quarantine classic."""
+    """The queues as earlier releases declared them (literally): tiers and quarantine classic."""
     work = settings.notify_queue(channel.name)
     conn = await aio_pika.connect(AMQP_URL)
     async with conn:
@@ -278,7 +278,7 @@ async def test_a_classic_quarantine_holding_messages_is_kept_and_used_then_migra
     caplog.set_level(logging.INFO, logger="sensord.amqp")
     await declare_earlier_release(amqp, SHORT, [200, 400])
     queue = amqp.quarantine_queue
-    await publish(queue, b'{"reason": "from 0.x"}')
+    await publish(queue, b'{"reason": "from before"}')
     broker = make_broker(amqp)
     quarantine = Quarantine(broker, amqp, IngestSettings(), Metrics())
     stop = asyncio.Event()
@@ -298,6 +298,6 @@ async def test_a_classic_quarantine_holding_messages_is_kept_and_used_then_migra
     assert any(f"{queue} is a classic queue" in w and "1 message(s)" in w for w in warnings)
     assert queue_types(amqp.prefix)[queue][0] == "classic"
     bodies = [json.loads(m.body) for m in await get_queue_messages(queue)]  # a user reads them
-    assert [b.get("reason") for b in bodies] == ["from 0.x", "not_json"]
+    assert [b.get("reason") for b in bodies] == ["from before", "not_json"]
     await declare_queue_once(amqp, quarantine_queue(amqp))  # a later start, once empty
     assert queue_types(amqp.prefix)[queue][0] == "quorum"
