@@ -143,3 +143,7 @@ class AmqpSettings(Section):
 
     def dead_queue(self, channel: str) -> str:
         return f"{self.prefix}.notify.{channel}.dead"
+
+    @property
+    def quarantine_queue(self) -> str:
+        return f"{self.prefix}.quarantine"

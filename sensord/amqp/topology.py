@@ -7,13 +7,17 @@ commands declare exactly the same arguments (a difference is PRECONDITION_FAILED
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fnmatch
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
+from aiormq.exceptions import ChannelLockedResource
 
 from sensord.amqp.failover import NodeRing, connect_any
 from sensord.amqp.settings import AmqpSettings
@@ -148,6 +152,9 @@ class QueueSpec:
     # arguments added by configuration ([amqp] quorum_group_size, delivery_limit): a queue
     # declared before without them is kept as it is (declare_topology), not an error
     optional: dict[str, Any] = field(default_factory=dict)
+    # the arguments an earlier release declared this queue with, as a classic queue: such
+    # a queue is migrated when empty and kept as it is while it holds messages (_declare)
+    legacy: dict[str, Any] | None = None
 
     @property
     def all_arguments(self) -> dict[str, Any]:
@@ -191,17 +198,41 @@ def channel_queues(settings: AmqpSettings, channel: ChannelSettings) -> list[Que
         ),
     ]
     for delay in retry_delays(channel):
+        back_to_work: dict[str, Any] = {
+            "x-message-ttl": round(delay * 1000),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": work,
+        }
         specs.append(
             QueueSpec(
                 retry_queue_name(settings, channel.name, delay),
                 {
-                    "x-message-ttl": round(delay * 1000),
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": work,
+                    "x-queue-type": "quorum",
+                    **back_to_work,
+                    # an expired message stays in the tier until the work queue has
+                    # confirmed it (RabbitMQ 3.10+): a work queue without a leader for a
+                    # moment delays it instead of losing it (docs/channels.md)
+                    "x-dead-letter-strategy": "at-least-once",
+                    # at-least-once needs it (with the default drop-head RabbitMQ falls
+                    # back to at-most-once); a tier has no length limit, so nothing is refused
+                    "x-overflow": "reject-publish",
                 },
+                optional=cluster_arguments(settings, work=False),
+                legacy=back_to_work,  # earlier releases: classic queues
             )
         )
     return specs
+
+
+def quarantine_queue(settings: AmqpSettings) -> QueueSpec:
+    """`<prefix>.quarantine` (ingest/quarantine.py), declared by each edge."""
+    return QueueSpec(
+        settings.quarantine_queue,
+        {"x-queue-type": "quorum"},
+        optional=cluster_arguments(settings, work=False),
+        # FastStream's RabbitQueue(name, durable=True) of the earlier releases
+        legacy={"x-queue-type": "classic"},
+    )
 
 
 async def declare_topology(
@@ -218,24 +249,127 @@ async def declare_topology(
     log.debug("declared %s and %d channel queue set(s)", settings.exchange, len(channels))
 
 
+# waiting for another sensord process to migrate a queue (milliseconds, normally)
+_LOCK_POLL = 0.1
+_LOCK_POLLS = 100
+
+
 async def _declare(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
-    """Declare with the configured cluster arguments; a queue that exists without them
-    (declared by an earlier release) is kept: RabbitMQ refuses to change a queue's
-    arguments, and stopping sensord over it would be worse (docs/scale-out.md)."""
-    if not spec.optional:
+    """Declare `spec`, with what an existing queue of an earlier release allows.
+
+    RabbitMQ refuses to change a queue's arguments (PRECONDITION_FAILED, which closes the
+    channel), and stopping sensord over it would be worse (docs/scale-out.md, Upgrading):
+    - a queue that exists without the configured cluster arguments is kept without them;
+    - a classic queue of an earlier release (`spec.legacy`) is migrated if it is empty and
+      unused: deleted, then declared anew; one holding messages is kept as it is (with a
+      warning) until a later start finds it empty. Nothing is deleted that holds a message.
+    """
+    if not spec.optional and spec.legacy is None:
         return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-    try:
-        return await channel.declare_queue(spec.name, durable=True, arguments=spec.all_arguments)
-    except aio_pika.exceptions.ChannelPreconditionFailed:
-        # the refusal closed the channel: aio-pika reopens it on the next call
+    if (queue := await _try_declare(channel, spec.name, spec.all_arguments)) is not None:
+        return queue
+    if spec.optional and (
+        (queue := await _try_declare(channel, spec.name, spec.arguments)) is not None
+    ):
         log.warning(
             "queue %s exists with other arguments: kept without %s (recreate it to apply"
             " them: docs/scale-out.md, Upgrading)",
             spec.name,
             ", ".join(sorted(spec.optional)),
         )
-        await channel.reopen()
-        return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        return queue
+    if spec.legacy is not None:
+        async with _migration_lock(channel, spec.name):
+            # another sensord process may have migrated it while this one waited
+            if (queue := await _try_declare(channel, spec.name, spec.all_arguments)) is not None:
+                return queue
+            if (old := await _try_declare(channel, spec.name, spec.legacy)) is not None:
+                return await _migrate(channel, spec, spec.legacy, old)
+    # neither ours nor an earlier release's: RabbitMQ's refusal is the error to report
+    return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+
+
+async def _try_declare(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any]
+) -> AbstractQueue | None:
+    """The queue, or None when it exists with other arguments."""
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aio_pika.exceptions.ChannelPreconditionFailed:
+        await channel.reopen()  # the refusal closed the channel
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(channel: AbstractChannel, name: str) -> AsyncIterator[None]:
+    """One sensord process at a time migrates a queue (the workers of an install start
+    together). Otherwise a second one could find the queue classic and delete it once the
+    first had declared it quorum: RabbitMQ refuses that by closing the whole connection.
+    The lock is an exclusive queue, which RabbitMQ frees with a connection that dies."""
+    lock = f"{name}.migrating"
+    for _ in range(_LOCK_POLLS):
+        try:
+            await channel.declare_queue(lock, exclusive=True)
+            break
+        except ChannelLockedResource:  # RESOURCE_LOCKED: another process holds it
+            await channel.reopen()
+            await asyncio.sleep(_LOCK_POLL)
+    else:
+        # TimeoutError is transient (amqp/connection.py): declared again at the next try
+        raise TimeoutError(f"queue {lock} still held by another connection")
+    try:
+        yield
+    finally:
+        await channel.queue_delete(lock)
+
+
+async def _migrate(
+    channel: AbstractChannel, spec: QueueSpec, legacy: dict[str, Any], old: AbstractQueue
+) -> AbstractQueue:
+    """`old` is the classic queue of an earlier release: the quorum queue that replaces it
+    if it is empty and unused, else `old`, kept as it is."""
+    held = old.declaration_result
+    if not held.message_count and not held.consumer_count:
+        try:
+            # Under the lock no sensord makes it a quorum queue meanwhile. if_empty and
+            # if_unused: a message published or a consumer attached since the declaration
+            # keeps it. Through the channel, so that a robust channel forgets the classic
+            # declaration instead of restoring it on a reopen.
+            await channel.queue_delete(spec.name, if_unused=True, if_empty=True)
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            await channel.reopen()
+            old = await channel.declare_queue(spec.name, durable=True, arguments=legacy)
+            held = old.declaration_result
+        else:
+            # Until this declaration the queue does not exist and a publish to it is
+            # unroutable. sensord publishes to tiers and the quarantine with mandatory=True
+            # on channels with on_return_raises, so such a publish fails instead of
+            # vanishing: the notify consumer then nacks the original with requeue
+            # (notify/consumer.py _on_message); the quarantine keeps the refusal and
+            # publishes it again.
+            queue = await channel.declare_queue(
+                spec.name, durable=True, arguments=spec.all_arguments
+            )
+            log.info("queue %s: migrated from a classic queue to a quorum queue", spec.name)
+            return queue
+    log.warning(
+        "queue %s is a classic queue of an earlier release holding %d message(s)"
+        " (%d consumer(s)): kept as it is; sensord makes it a quorum queue at a later"
+        " start once it is empty (docs/scale-out.md, Upgrading)",
+        spec.name,
+        held.message_count,
+        held.consumer_count,
+    )
+    return old
+
+
+async def declare_queue_once(settings: AmqpSettings, spec: QueueSpec) -> dict[str, Any]:
+    """Declare one queue over a short-lived connection (the edge's quarantine); the
+    arguments it now has, for a second declaration that must match (FastStream's)."""
+    conn = await connect_any(settings)
+    async with conn:
+        queue = await _declare(await conn.channel(), spec)
+        return dict(queue.arguments or {})
 
 
 async def declare_topology_once(settings: AmqpSettings, channels: list[ChannelSettings]) -> None:

@@ -1,4 +1,4 @@
-"""Refused MQTT messages go to `<prefix>.quarantine`, a durable queue a user can inspect.
+"""Refused MQTT messages go to `<prefix>.quarantine`, a quorum queue a user can inspect.
 
 Each message keeps the original topic, the payload (first `quarantine_max_payload` bytes,
 as they were when UTF-8, else base64), the reason code and its detail, as JSON body and
@@ -20,6 +20,7 @@ from faststream.rabbit import RabbitBroker, RabbitQueue
 from pamqp.common import FieldValue
 
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.topology import declare_queue_once, quarantine_queue
 from sensord.ingest.settings import IngestSettings
 from sensord.ops.aio import first
 from sensord.ops.metrics import Metrics
@@ -29,7 +30,7 @@ log = logging.getLogger("sensord.quarantine")
 
 
 def quarantine_queue_name(settings: AmqpSettings) -> str:
-    return f"{settings.prefix}.quarantine"
+    return settings.quarantine_queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class Quarantine:
         metrics: Metrics,
     ) -> None:
         self._broker = broker
+        self._amqp = amqp
         self._queue = quarantine_queue_name(amqp)
         self._timeout = amqp.publish_timeout
         self._retry = min(amqp.reconnect_interval, 1.0)
@@ -110,7 +112,18 @@ class Quarantine:
         self._wakeup.set()
 
     async def declare(self) -> None:
-        await self._broker.declare_queue(RabbitQueue(self._queue, durable=True))
+        # Declared (or migrated from the classic queue of earlier releases: amqp/topology.py
+        # _declare) over a connection of its own: a refused declaration closes its channel,
+        # which must not be the broker's. FastStream's declaration then carries the arguments
+        # the queue has, or it would be refused. Not robust: the queue is durable and
+        # declared at each start; restoring it on a reconnect could only fail (a classic
+        # queue kept here, since migrated by another edge), and keep the broker down.
+        arguments = await declare_queue_once(self._amqp, quarantine_queue(self._amqp))
+        queue = RabbitQueue(self._queue, durable=True, robust=False)
+        # exactly those arguments, whichever the queue's type: RabbitQueue's parameter is
+        # typed per queue type (TypedDicts) and takes no dict built at run time
+        queue.arguments = arguments
+        await self._broker.declare_queue(queue)
 
     async def run(self, stop: asyncio.Event) -> None:
         await first(self.ready.wait(), stop.wait())

@@ -89,6 +89,7 @@ def test_cluster_arguments_only_when_configured() -> None:
     assert work.all_arguments["x-quorum-initial-group-size"] == 3
     assert work.all_arguments["x-delivery-limit"] == 5
     assert dead.optional == {"x-quorum-initial-group-size": 3}
+    assert specs["sensord.notify.ops.retry.5s"].optional == {"x-quorum-initial-group-size": 3}
     # the arguments of the first release are unchanged
     assert work.arguments == plain["sensord.notify.ops"].arguments
 

@@ -90,7 +90,7 @@ def test_retry_delay_and_tier_choice() -> None:
     assert format_delay(5) == "5s"
 
 
-def test_channel_queues_keep_the_first_release_arguments() -> None:
+def test_channel_queues_keep_the_first_release_arguments_tiers_are_quorum_now() -> None:
     ch = channel(retry={"max_attempts": 3, "delay": "200ms"})
     specs = {s.name: s for s in channel_queues(AmqpSettings(prefix="p"), ch)}
     assert specs["p.notify.c"].arguments == {
@@ -99,11 +99,22 @@ def test_channel_queues_keep_the_first_release_arguments() -> None:
         "x-dead-letter-routing-key": "p.notify.c.dead",
     }
     assert specs["p.notify.c.dead"].arguments == {"x-queue-type": "quorum"}
-    assert specs["p.notify.c.retry.400ms"].arguments == {
+    tier = specs["p.notify.c.retry.400ms"]
+    assert tier.arguments == {
+        "x-queue-type": "quorum",
+        "x-message-ttl": 400,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "p.notify.c",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    # the classic tier of 0.x, migrated when found empty (tests/amqp/test_quorum_queues.py)
+    assert tier.legacy == {
         "x-message-ttl": 400,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": "p.notify.c",
     }
+    assert specs["p.notify.c"].legacy is None  # quorum since 0.1
     assert set(specs) == {
         "p.notify.c",
         "p.notify.c.dead",
