@@ -138,16 +138,15 @@ class ChannelConsumer:
         log.debug("channel %s: consumer stopped", self.settings.name)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        """aiormq runs this in a task of the AMQP channel, which it cancels when the
-        channel closes (a connection loss): a notification cut there could have reached
-        its target unrecorded, to be sent again by the worker RabbitMQ redelivers it to.
-        So each message is handled in a task of its own, which finishes (sent, recorded,
-        its ack lost with the channel) whatever becomes of the channel."""
+        """aio-pika runs this in a task of the AMQP channel, which aiormq cancels when
+        the channel closes (a connection loss), and so would be whatever it awaits: a
+        notification cut there could have reached its target unrecorded, to be sent
+        again by the worker RabbitMQ redelivers it to. So each message is handled in a
+        task of its own, not awaited here, which finishes (sent, recorded, counted; its
+        ack lost with the channel) whatever becomes of the channel."""
         task = asyncio.ensure_future(self._process(message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1

@@ -262,8 +262,10 @@ async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(
     metrics = Metrics()
     outbox = Outbox(open_state_db(tmp_path / "s.db"), 10_000, metrics)
     n = BATCH * 4
-    outbox.add([_event(i, f"fp-{i}") for i in range(n)])
     drain = OutboxDrain(amqp, outbox, metrics)
+    # a burst of this run (rows found at start would be marked re-sent: the consumer
+    # would ask the fleet first, notify/fleet.py, and the drain would be done by then)
+    outbox.add([_event(i, f"fp-{i}") for i in range(n)])
     rec = _Recorder(outbox)
     notifier = Notifier(amqp, [channel], [rec], metrics, gate=drain.caught_up)
     stop = asyncio.Event()
