@@ -9,12 +9,13 @@ recorded, whatever fails. A row is deleted only once its own confirm arrived; af
 failure the unconfirmed rows are retried (a consumer may then see an event twice: event
 ids make that harmless).
 
-The drain has its own connection (aio-pika's robust connection on the nodes of `[amqp]
-url`, amqp/failover.py; its confirm channel's aiormq channel does the publishing). A nack
-means "not stored" (a quorum queue without a leader; a channel opened in the moments after
-a leader died nacks every publish for as long as it stays open, FACTS.md): the rows stay,
-the channel is reopened after a pause, and after NACK_ROUNDS nacked rounds in a row the
-drain moves to the next node.
+The drain has its own confirm channel on the process's publishing connection
+(amqp/shared.py: aio-pika's robust connection on the nodes of `[amqp] url`, shared with the
+quarantine's and the readings stream's channels; the channel's aiormq channel does the
+publishing, amqp/publisher.py). A nack means "not stored" (a quorum queue without a leader;
+a channel opened in the moments after a leader died nacks every publish for as long as it
+stays open, FACTS.md): the rows stay, the channel is reopened after a pause, and after
+NACK_ROUNDS nacked rounds in a row the publishing connection moves to the next node.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import logging
 from collections import deque
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 from aiormq import Channel as RawChannel
 from aiormq.exceptions import DeliveryError, PublishError
 
-from sensord.amqp.failover import NodeRing, connect_robust
+from sensord.amqp.failover import NodeRing
 from sensord.amqp.headers import REPEAT_HEADER
 from sensord.amqp.publisher import BatchPublisher, Message
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.shared import SharedConnection
 from sensord.delivery.outbox import Outbox, OutboxRow
 from sensord.ops.aio import first
 from sensord.ops.metrics import Metrics
@@ -64,13 +66,22 @@ def unique_prefix(
 
 
 class OutboxDrain:
-    def __init__(self, settings: AmqpSettings, outbox: Outbox, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        outbox: Outbox,
+        metrics: Metrics,
+        link: SharedConnection | None = None,
+    ) -> None:
+        """`link`: the process's publishing connection; without one (a drain alone: tests,
+        benchmarks) a connection of its own, closed by `close`."""
         self._settings = settings
         self._outbox = outbox
         self._metrics = metrics
         self._wakeup = asyncio.Event()
         self._error_log = RateLimitedLog(log, interval=30.0, burst=1)
-        self._connection: AbstractRobustConnection | None = None
+        self._link = link if link is not None else SharedConnection(settings, "publish", metrics)
+        self._owns_link = link is None
         self._channel: AbstractChannel | None = None
         self._publisher: BatchPublisher | None = None
         self._held_since: float | None = None  # when the consumers were last asked to wait
@@ -80,12 +91,12 @@ class OutboxDrain:
         self.caught_up = asyncio.Event()
         self.caught_up.set()
         self.published = 0
-        self.ring = NodeRing(
-            settings,
-            "publish",
-            on_move=lambda _old, _new: metrics.amqp_failovers.labels("publish").inc(),
-        )
         self._nacked = 0  # rounds in a row with a nack (see the module doc)
+
+    @property
+    def ring(self) -> NodeRing:
+        """The publishing connection's nodes (which one it is on, its moves)."""
+        return self._link.ring
 
     @property
     def pending(self) -> int:
@@ -96,19 +107,10 @@ class OutboxDrain:
         self._wakeup.set()
 
     async def _raw_channel(self) -> RawChannel:
-        """The confirm channel of the drain's own robust connection (reopened by aio-pika
+        """The drain's confirm channel on the publishing connection (reopened by aio-pika
         after a connection loss; until then this raises and the batch is retried)."""
-        if self._connection is None:
-            self._connection = await connect_robust(
-                self._settings,
-                self.ring,
-                reconnect_interval=self._settings.reconnect_interval,
-                timeout=self._settings.publish_timeout,
-            )
         if self._channel is None:
-            self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            self._channel = await self._link.channel(publisher_confirms=True, on_return_raises=True)
         raw = await self._channel.get_underlay_channel()
         assert isinstance(raw, RawChannel)  # BatchPublisher works on aiormq's channel
         return raw
@@ -152,10 +154,13 @@ class OutboxDrain:
         return await self._confirmed(futures)
 
     async def close(self) -> None:
-        if self._connection is not None:
+        """Close the drain's channel (the shared connection is its owner's to close)."""
+        channel, self._channel, self._publisher = self._channel, None, None
+        if channel is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), 2.0)
-            self._connection = self._channel = None
+                await asyncio.wait_for(channel.close(), 2.0)
+        if self._owns_link:
+            await self._link.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         await first(self.ready.wait(), stop.wait())
@@ -240,7 +245,8 @@ class OutboxDrain:
 
     async def _after_nack(self) -> None:
         """After a nacked round: a fresh channel (opened after the pause just taken), and
-        after NACK_ROUNDS such rounds the next node."""
+        after NACK_ROUNDS such rounds the next node (the whole publishing connection moves,
+        the other roles' channels with it: aio-pika restores them there)."""
         if not self._nacked:
             return
         if self._nacked >= NACK_ROUNDS and len(self.ring) > 1:
@@ -250,7 +256,7 @@ class OutboxDrain:
                 self._nacked,
             )
             self._nacked = 0
-            await self.close()
+            await self._link.move_on()
             return
         channel, self._channel, self._publisher = self._channel, None, None
         if channel is not None:

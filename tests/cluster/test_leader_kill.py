@@ -86,6 +86,6 @@ async def test_leader_kill_every_transition_once(
     gone = f"127.0.0.1:{leader.amqp_port}"
     assert after[0]["publish"] not in (None, gone), after
     assert after[1]["consume"] not in (None, gone), after
-    # (the edge's FastStream connection, "broker", stays down until the node is back:
-    # it restores <prefix>.quarantine, a classic queue that lived on the dead node;
-    # docs/scale-out.md, "Failure modes")
+    # (the edge's quarantine, a channel on the same publishing connection, publishes to
+    # <prefix>.quarantine, a classic queue that lived on the dead node: its refusals wait
+    # until the node is back; docs/scale-out.md, "Failure modes")
