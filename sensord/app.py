@@ -1,10 +1,12 @@
 """Composition root: builds each stage and wires them; owns start and stop. Wiring only:
 the alert pipeline is sensord/pipeline.py, health and status sensord/ops/health.py, the
-AMQP bring-up sensord/amqp/connection.py (docs/architecture.md)."""
+AMQP bring-up sensord/amqp/connection.py, the process's AMQP connections
+sensord/amqp/shared.py (docs/architecture.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,8 +16,8 @@ from sensord import lifecycle
 from sensord.alerts.policy import inhibit_rules
 from sensord.alerts.store import AlertStore
 from sensord.amqp.connection import AmqpLink
-from sensord.amqp.failover import NodeRing
-from sensord.amqp.topology import declare_topology_once, make_broker
+from sensord.amqp.shared import Connections
+from sensord.amqp.topology import declare_topology, make_broker
 from sensord.central.wiring import build_reader
 from sensord.delivery.drain import OutboxDrain
 from sensord.delivery.outbox import Outbox, open_memory_db, open_state_db
@@ -60,21 +62,18 @@ class Service:
         self.metrics = metrics = metrics if metrics is not None else Metrics()
         self.engine = RuleEngine(rules)
         metrics.rules_loaded.set(len(rules))
-        self.broker = make_broker(
-            settings.amqp,
-            metrics.registry,
-            NodeRing(
-                settings.amqp,
-                "broker",
-                on_move=lambda _old, _new: metrics.amqp_failovers.labels("broker").inc(),
-            ),
-        )
         # edge: MQTT in (and the telemetry out); central: the readings stream in; either
         # judges (rules, alert state, outbox); notifying: alert events to the channels
         self.edge = role in ("all", "edge")
         self.central = role == "rules"
         self.judging = judging = self.edge or self.central
         self.notifying = role in ("all", "notify")
+        # one connection that publishes (the judging roles), one that consumes (notify,
+        # central): RabbitMQ blocks the first in an alarm, never the second
+        self.connections = links = Connections(
+            settings.amqp, metrics, publish=judging, consume=self.notifying or self.central
+        )
+        self.broker = make_broker(settings.amqp, metrics.registry, links.publish)
         # the state file: the judging roles' rule state, outbox and alerts (and a central
         # process's stream offsets); the notify role's handled event ids. One connection:
         # one transaction holds a batch's all.
@@ -84,14 +83,14 @@ class Service:
         self.state = StateStore(self.db) if judging else None
         db = self.db if judging else open_memory_db()
         self.outbox = Outbox(db, settings.amqp.max_pending, metrics)
-        self.publisher = OutboxDrain(settings.amqp, self.outbox, metrics)
+        self.publisher = OutboxDrain(settings.amqp, self.outbox, metrics, links.publish)
         self.store = AlertStore(self.db, inhibit_rules(settings.alerts)) if judging else None
         # the status page's recent values per sensor (only an edge ingests)
         self.history = History(settings.http.history_window, settings.http.history_step)
         # readings out: the stream (with its own buffer) and the gauges; alerts go first
         self.telemetry = build_telemetry(
             settings.telemetry, settings.amqp, metrics, self.history,
-            edge=self.edge, gate=self.publisher.caught_up,
+            edge=self.edge, gate=self.publisher.caught_up, link=links.publish,
         )  # fmt: skip
         self.pipeline: AlertPipeline | None = None
         if self.state is not None and self.store is not None:
@@ -122,7 +121,9 @@ class Service:
         # a central process reads no MQTT source: sensord_readings_total{source="sensord"}
         metrics.sources = [] if self.central else self.bridge.sources
         self.reader = (
-            build_reader(settings, self.pipeline, self.state, metrics) if self.central else None
+            build_reader(settings, self.pipeline, self.state, metrics, links.consume)
+            if self.central
+            else None
         )
         external_url = f"http://{settings.http.listen}" if settings.http.listen else ""
         self.channels: list[NotificationChannel] = []
@@ -139,6 +140,7 @@ class Service:
                 handled=HandledEvents(self.db),
                 # one process, one core: a backlog reaches RabbitMQ before it is notified
                 gate=self.publisher.caught_up if judging else None,
+                link=links.consume,
             )
         self.amqp = self._amqp_link()
         self.page = StatusPage(
@@ -151,7 +153,7 @@ class Service:
             settings, role, metrics, self.reader or self.bridge, self.publisher,
             self.quarantine, self.store, self.history, self.page, self.amqp.up, judging,
             self.notifying,
-            amqp_nodes=self._amqp_nodes,
+            amqp_nodes=links.nodes,
         )  # fmt: skip
         api = AlertsApi(self.store, settings.http.token_file, self._reconcile)
         self.http = HttpServer(
@@ -161,15 +163,25 @@ class Service:
         self.systemd = systemd if systemd is not None else SystemdNotifier()
 
     def _amqp_link(self) -> AmqpLink:
-        """Connect, declare, then the roles' consumers; retried while RabbitMQ is away.
-        fail_fast=True (amqp/topology.make_broker): start() raises while it is unreachable."""
-        s, notifier = self.settings, self.notifier
+        """Connect, declare, then the roles' channels; retried while RabbitMQ is away.
+        Each step raises while it is unreachable (amqp/shared.py: the connections fail fast)."""
+        s, notifier, publish = self.settings, self.notifier, self.connections.publish
 
-        async def declare() -> None:
-            await declare_topology_once(s.amqp, list(s.channels))
+        async def declare() -> None:  # on a channel of the publishing connection
+            assert publish is not None
+            channel = await publish.channel()
+            try:
+                await declare_topology(channel, s.amqp, list(s.channels))
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
 
-        start: list[Callable[[], Awaitable[None]]] = [self.broker.start, declare]
-        reset: list[Callable[[], Awaitable[None]]] = [self.broker.stop]
+        # the notifier declares the topology itself, on the consuming connection
+        start: list[Callable[[], Awaitable[None]]] = [declare] if publish is not None else []
+        reset: list[Callable[[], Awaitable[None]]] = []
+        if self.edge:  # the quarantine's broker: a channel on the publishing connection
+            start += [self.broker.start, self.quarantine.declare]
+            reset.append(self.broker.stop)
         if notifier is not None:
 
             async def stop_consumers() -> None:
@@ -177,8 +189,6 @@ class Service:
 
             start.append(notifier.start)
             reset.insert(0, stop_consumers)
-        if self.edge:
-            start.append(self.quarantine.declare)
 
         def up() -> None:
             self.quarantine.ready.set()
@@ -191,20 +201,6 @@ class Service:
             )
 
         return AmqpLink(start, reset, s.amqp.reconnect_interval, up)
-
-    def _amqp_nodes(self) -> dict[str, str | None]:
-        """The RabbitMQ node (host:port) each connection of this process is on, or None."""
-        nodes: dict[str, str | None] = {}
-        if self.judging:
-            nodes["publish"] = self.publisher.ring.connected
-        if self.reader is not None:
-            nodes["streams"] = self.reader.ring.connected
-        if self.notifier is not None:
-            nodes["consume"] = self.notifier.ring.connected
-        ring = getattr(self.broker, "ring", None)
-        if isinstance(ring, NodeRing):
-            nodes["broker"] = ring.connected
-        return nodes
 
     def _overview(self) -> dict[str, Any]:
         return self.health.overview()

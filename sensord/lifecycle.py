@@ -101,6 +101,8 @@ async def run(service: Service, stop: asyncio.Event) -> None:
         for channel in service.channels:
             await channel.start()
             stack.push_async_callback(channel.close)
+        # the process's AMQP connections, closed once every role on them stopped
+        stack.push_async_callback(service.connections.close)
         stack.push_async_callback(service.broker.stop)
         stack.push_async_callback(service.publisher.close)
         telemetry = service.telemetry

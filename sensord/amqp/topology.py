@@ -19,13 +19,16 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from aiormq.exceptions import ChannelLockedResource
 
-from sensord.amqp.failover import NodeRing, connect_any
+from sensord.amqp.failover import connect_any
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.shared import SharedConnection
 from sensord.notify.registry import ChannelSettings
 
 if TYPE_CHECKING:
-    from faststream.rabbit import RabbitBroker, RabbitExchange
+    from faststream.rabbit import RabbitExchange
     from prometheus_client import CollectorRegistry
+
+    from sensord.amqp.broker import FailoverBroker
 
 log = logging.getLogger("sensord.amqp")
 
@@ -35,11 +38,12 @@ _GLOB_CHARS = frozenset("*?[]#")
 def make_broker(
     settings: AmqpSettings,
     registry: CollectorRegistry | None = None,
-    ring: NodeRing | None = None,
-) -> RabbitBroker:
+    link: SharedConnection | None = None,
+) -> FailoverBroker:
     """The edge's broker; with `registry`, FastStream's own metrics (publish counts and
-    durations, `faststream_*`) are exported next to sensord's on /metrics. It connects to
-    the nodes of `[amqp] url` through `ring` (amqp/failover.py)."""
+    durations, `faststream_*`) are exported next to sensord's on /metrics. Its channel is
+    on `link`, the process's publishing connection (amqp/shared.py); without one, on a
+    connection of its own that its stop closes."""
     # imported here: `sensord dlq` needs the topology, not FastStream (~1 s to import)
     from faststream.rabbit import Channel  # noqa: PLC0415
     from faststream.rabbit.prometheus import RabbitPrometheusMiddleware  # noqa: PLC0415
@@ -52,14 +56,13 @@ def make_broker(
         else ()
     )
     return FailoverBroker(
-        settings,
-        ring if ring is not None else NodeRing(settings, "broker"),
+        link if link is not None else SharedConnection(settings, "publish"),
+        owns_link=link is None,
         # An edge daemon must start and ingest while RabbitMQ is down (FACTS.md): start()
-        # fails fast and AmqpLink (amqp/connection.py) retries. With fail_fast=False,
-        # aio-pika's connection task swallows the cancellation of a stop during its connect attempt
-        # and keeps reconnecting: sensord then never exited (seen in make test).
-        fail_fast=True,
-        reconnect_interval=settings.reconnect_interval,
+        # fails fast (the shared connection's first connect does, amqp/shared.py) and
+        # AmqpLink (amqp/connection.py) retries. With fail_fast=False, aio-pika's
+        # connection task swallowed the cancellation of a stop during its connect attempt
+        # and kept reconnecting: sensord then never exited (seen in make test).
         # Unroutable alerts come back as PublishError instead of vanishing.
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         logger=logging.getLogger("sensord.faststream"),
@@ -363,13 +366,19 @@ async def _migrate(
     return old
 
 
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> dict[str, Any]:
+    """Declare one queue (migrated from an earlier release's arguments, `_declare`) on a
+    channel of its own; the arguments it now has, for a second declaration that must
+    match (FastStream's, the edge's quarantine)."""
+    queue = await _declare(channel, spec)
+    return dict(queue.arguments or {})
+
+
 async def declare_queue_once(settings: AmqpSettings, spec: QueueSpec) -> dict[str, Any]:
-    """Declare one queue over a short-lived connection (the edge's quarantine); the
-    arguments it now has, for a second declaration that must match (FastStream's)."""
+    """`declare_queue` over a short-lived connection (tests, tools)."""
     conn = await connect_any(settings)
     async with conn:
-        queue = await _declare(await conn.channel(), spec)
-        return dict(queue.arguments or {})
+        return await declare_queue(await conn.channel(), spec)
 
 
 async def declare_topology_once(settings: AmqpSettings, channels: list[ChannelSettings]) -> None:

@@ -1,10 +1,13 @@
 """A central rules process's input: the readings streams, each partition owned by one process.
 
-`CentralReader.run` keeps one plain AMQP connection (the cluster's nodes in turn) and on it:
+`CentralReader.run` works on the process's consuming connection (amqp/shared.py, the
+cluster's nodes in turn), in sessions: one per connection made, each on channels of its
+own that aio-pika does not restore (a session ends with its connection), and on them:
 
 - **a lock per partition**: the exclusive queue `<prefix>.rules.lock.<i>`. RabbitMQ lets
   one connection declare it; the queue goes with that connection (a SIGKILL, a lost node,
-  a heartbeat timeout), and the others, trying every `[central] lock_retry`, get it. The
+  a heartbeat timeout), or when the session that declared it ends on a connection that
+  stays (it deletes it), and the others, trying every `[central] lock_retry`, get it. The
   lock is the lease: a partition is read by the process that holds it, by no other.
 - **taking a partition over**: the further of two checkpoints (central/checkpoint.py), the
   one the previous owner published and the state file's own, gives the alert state to
@@ -23,8 +26,8 @@
   (alerts/lifecycle.derived_event_id), which the notify side drops as already sent.
 
 Losing the connection loses every lock at once: every partition's state leaves the engine
-(`RuleEngine.reset`) and the partitions are taken again, from their checkpoints, on the
-next connection.
+(`RuleEngine.reset`) and the partitions are taken again, from their checkpoints, once it
+is back (on the next node).
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from aiormq.exceptions import ChannelLockedResource, ChannelPreconditionFailed
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sensord.amqp.failover import NodeRing, tls_context
+from sensord.amqp.failover import NodeRing
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.shared import SharedConnection, plain_channel
 from sensord.central.checkpoint import CONTENT_TYPE, Checkpoint, local_checkpoint, replace_local
 from sensord.central.settings import STARTS, CentralSettings
 from sensord.events import Reading
@@ -144,7 +148,10 @@ class CentralReader:
         state: StateStore,
         metrics: Metrics,
         outage_tolerance: float,
+        link: SharedConnection | None = None,
     ) -> None:
+        """`link`: the process's consuming connection (else one of its own, closed as
+        `run` ends)."""
         self._central = central
         self._amqp = amqp
         self._telemetry = telemetry
@@ -154,7 +161,11 @@ class CentralReader:
         self._tolerance = outage_tolerance
         self.streams = telemetry.stream_names(amqp)
         self._by = list(telemetry.partition_by)
-        self.ring = NodeRing(amqp, "rules")
+        self._link = link if link is not None else SharedConnection(amqp, "consume", metrics)
+        self._owns_link = link is None
+        self._channels: list[AbstractChannel] = []  # this session's
+        self._locks: set[int] = set()  # the lock queues this session declared
+        self._lost = asyncio.Event()  # this session's connection was lost
         self.owned: dict[int, Partition] = {}
         self.connected = asyncio.Event()  # Health reads it as an edge's MQTT link
         self.sources: list[Any] = []
@@ -170,35 +181,54 @@ class CentralReader:
 
     # ---- the connection's life
 
+    @property
+    def ring(self) -> NodeRing:
+        """The consuming connection's nodes (which one it is on, its moves)."""
+        return self._link.ring
+
+    async def _channel(
+        self, connection: AbstractConnection, *, publisher_confirms: bool = True
+    ) -> AbstractChannel:
+        channel = await plain_channel(connection, publisher_confirms=publisher_confirms)
+        self._channels.append(channel)
+        return channel
+
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            connection: AbstractConnection | None = None
-            try:
-                url = self.ring.next_url()
-                connection = await aio_pika.connect(
-                    url, ssl_context=tls_context(self._amqp), timeout=self._amqp.publish_timeout
-                )
-                self.ring.made()
-                await self._serve(connection, stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: reconnect, take again
-                self._error_log.warning(
-                    "central rules: RabbitMQ %s: %s: %s; partitions released, retrying",
-                    self.ring.trying,
-                    type(exc).__name__,
-                    exc,
-                )
-            finally:
-                await self._release(connection)
-            if not stop.is_set():
-                await first(stop.wait(), asyncio.sleep(self.ring.pause_after_failure()))
+        try:
+            while not stop.is_set():
+                connection: AbstractConnection | None = None
+                self._lost = asyncio.Event()
+                try:
+                    connection = await self._link.connect()
+                    # a robust connection calls it on every loss: one session per connection
+                    connection.close_callbacks.add(self._on_lost)
+                    await self._serve(connection, stop)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any failure: a new session, take again
+                    self._error_log.warning(
+                        "central rules: RabbitMQ %s: %s: %s; partitions released, retrying",
+                        self.ring.trying,
+                        type(exc).__name__,
+                        exc,
+                    )
+                finally:
+                    if connection is not None:
+                        connection.close_callbacks.discard(self._on_lost)
+                    await self._release(connection)
+                if not stop.is_set():
+                    await first(stop.wait(), asyncio.sleep(self._amqp.reconnect_interval))
+        finally:
+            if self._owns_link:
+                await self._link.close()
+
+    def _on_lost(self, *_: object) -> None:
+        self._lost.set()
 
     async def _serve(self, connection: AbstractConnection, stop: asyncio.Event) -> None:
-        lost = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: lost.set())
+        lost = self._lost
         self.connected.set()
-        control = await connection.channel(publisher_confirms=True)
+        control = await self._channel(connection)
         for i in range(len(self.streams)):
             await control.declare_queue(
                 checkpoint_queue(self._amqp.prefix, i), durable=True, arguments=CHECKPOINT_ARGUMENTS
@@ -256,7 +286,7 @@ class CentralReader:
         """The streams, as the edges declare them: a rules process may start first. One
         declared with other arguments (retention changed) is read as it is."""
         for stream in self.streams:
-            channel = await connection.channel()
+            channel = await plain_channel(connection)
             try:
                 await channel.declare_queue(
                     stream, durable=True, arguments=stream_arguments(self._telemetry)
@@ -269,7 +299,6 @@ class CentralReader:
 
     async def _release(self, connection: AbstractConnection | None) -> None:
         self.connected.clear()
-        self.ring.lost()
         if self.owned:
             log.warning(
                 "central rules: released partition(s) %s; their state left the engine",
@@ -279,20 +308,30 @@ class CentralReader:
             self._pipeline.end_batch()
             self._pipeline.engine.reset()
             self._newest.clear()
-        if connection is not None:
+        channels, self._channels = self._channels, []
+        locks, self._locks = self._locks, set()
+        for channel in channels:  # the streams' consumers first: nothing more comes in
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), 2.0)
+        if locks and connection is not None and not connection.is_closed:
+            # the connection is the process's and may stay: the locks go now, not with it
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 2.0)
+                async with asyncio.timeout(2.0), aio_pika.Channel(connection) as channel:
+                    for i in sorted(locks):
+                        await channel.queue_delete(lock_queue(self._amqp.prefix, i))
 
     # ---- taking a partition
 
     async def _try_lock(self, connection: AbstractConnection, i: int) -> bool:
-        channel = await connection.channel()
+        channel = await plain_channel(connection)
         try:
             await channel.declare_queue(
                 lock_queue(self._amqp.prefix, i), exclusive=True, auto_delete=True
             )
         except ChannelLockedResource:
             return False  # another process holds it (the refusal closed the channel)
+        self._locks.add(i)
         with contextlib.suppress(Exception):
             await channel.close()
         return True
@@ -330,7 +369,7 @@ class CentralReader:
             len(chosen.snapshot.records),
             where,
         )
-        part.channel = channel = await connection.channel()
+        part.channel = channel = await self._channel(connection)
         await channel.set_qos(prefetch_count=self._central.prefetch)
         offset: Any = chosen.next if chosen.next is not None else start_offset(self._central.start)
         stream_queue = await channel.declare_queue(stream, passive=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sensord.amqp.shared import SharedConnection
 from sensord.central.reader import CentralMetrics, CentralReader
 from sensord.ops.config import Settings
 from sensord.ops.metrics import Metrics
@@ -14,8 +15,10 @@ def build_reader(
     pipeline: AlertPipeline | None,
     state: StateStore | None,
     metrics: Metrics,
+    link: SharedConnection | None,
 ) -> CentralReader:
-    """`--role rules`: the readings streams into the alert pipeline."""
+    """`--role rules`: the readings streams into the alert pipeline, on `link` (the
+    consuming connection)."""
     assert pipeline is not None, "the rules role judges"
     assert state is not None, "the rules role judges"
     reader = CentralReader(
@@ -26,6 +29,7 @@ def build_reader(
         state=state,
         metrics=metrics,
         outage_tolerance=settings.rules.outage_tolerance,
+        link=link,
     )
     metrics.registry.register(CentralMetrics(reader))
     return reader

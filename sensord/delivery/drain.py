@@ -11,12 +11,13 @@ ids make that harmless). A row published before (in this run, or in the outbox a
 published before a crash, maybe) carries `x-sensord-resent`, so that the notify workers
 check with each other before sending it (notify/fleet.py).
 
-The drain has its own connection (aio-pika's robust connection on the nodes of `[amqp]
-url`, amqp/failover.py; its confirm channel's aiormq channel does the publishing). A nack
-means "not stored" (a quorum queue without a leader; a channel opened in the moments after
-a leader died nacks every publish for as long as it stays open, FACTS.md): the rows stay,
-the channel is reopened after a pause, and after NACK_ROUNDS nacked rounds in a row the
-drain moves to the next node.
+The drain has its own confirm channel on the process's publishing connection
+(amqp/shared.py: aio-pika's robust connection on the nodes of `[amqp] url`, shared with the
+quarantine's and the readings stream's channels; the channel's aiormq channel does the
+publishing, amqp/publisher.py). A nack means "not stored" (a quorum queue without a leader;
+a channel opened in the moments after a leader died nacks every publish for as long as it
+stays open, FACTS.md): the rows stay, the channel is reopened after a pause, and after
+NACK_ROUNDS nacked rounds in a row the publishing connection moves to the next node.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ import logging
 from collections import deque
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 from aiormq import Channel as RawChannel
 from aiormq.exceptions import DeliveryError, PublishError
 
-from sensord.amqp.failover import NodeRing, connect_robust
+from sensord.amqp.failover import NodeRing
 from sensord.amqp.headers import REPEAT_HEADER, RESENT_HEADER
 from sensord.amqp.publisher import BatchPublisher, Message
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.shared import SharedConnection
 from sensord.delivery.outbox import Outbox, OutboxRow
 from sensord.ops.aio import first
 from sensord.ops.metrics import Metrics
@@ -79,13 +81,22 @@ def _headers(row: OutboxRow, again: bool) -> dict[str, Any] | None:
 
 
 class OutboxDrain:
-    def __init__(self, settings: AmqpSettings, outbox: Outbox, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        outbox: Outbox,
+        metrics: Metrics,
+        link: SharedConnection | None = None,
+    ) -> None:
+        """`link`: the process's publishing connection; without one (a drain alone: tests,
+        benchmarks) a connection of its own, closed by `close`."""
         self._settings = settings
         self._outbox = outbox
         self._metrics = metrics
         self._wakeup = asyncio.Event()
         self._error_log = RateLimitedLog(log, interval=30.0, burst=1)
-        self._connection: AbstractRobustConnection | None = None
+        self._link = link if link is not None else SharedConnection(settings, "publish", metrics)
+        self._owns_link = link is None
         self._channel: AbstractChannel | None = None
         self._publisher: BatchPublisher | None = None
         self._held_since: float | None = None  # when the consumers were last asked to wait
@@ -95,15 +106,15 @@ class OutboxDrain:
         self.caught_up = asyncio.Event()
         self.caught_up.set()
         self.published = 0
-        self.ring = NodeRing(
-            settings,
-            "publish",
-            on_move=lambda _old, _new: metrics.amqp_failovers.labels("publish").inc(),
-        )
         self._nacked = 0  # rounds in a row with a nack (see the module doc)
         # rows that may have reached RabbitMQ already: those handed to a publish, and
         # those in the outbox at start (a crash may have come between publish and delete)
         self._tried: set[int] = {row.seq for row in outbox.head(len(outbox))}
+
+    @property
+    def ring(self) -> NodeRing:
+        """The publishing connection's nodes (which one it is on, its moves)."""
+        return self._link.ring
 
     @property
     def pending(self) -> int:
@@ -114,19 +125,10 @@ class OutboxDrain:
         self._wakeup.set()
 
     async def _raw_channel(self) -> RawChannel:
-        """The confirm channel of the drain's own robust connection (reopened by aio-pika
+        """The drain's confirm channel on the publishing connection (reopened by aio-pika
         after a connection loss; until then this raises and the batch is retried)."""
-        if self._connection is None:
-            self._connection = await connect_robust(
-                self._settings,
-                self.ring,
-                reconnect_interval=self._settings.reconnect_interval,
-                timeout=self._settings.publish_timeout,
-            )
         if self._channel is None:
-            self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            self._channel = await self._link.channel(publisher_confirms=True, on_return_raises=True)
         raw = await self._channel.get_underlay_channel()
         assert isinstance(raw, RawChannel)  # BatchPublisher works on aiormq's channel
         return raw
@@ -166,10 +168,13 @@ class OutboxDrain:
         return await self._confirmed(futures)
 
     async def close(self) -> None:
-        if self._connection is not None:
+        """Close the drain's channel (the shared connection is its owner's to close)."""
+        channel, self._channel, self._publisher = self._channel, None, None
+        if channel is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), 2.0)
-            self._connection = self._channel = None
+                await asyncio.wait_for(channel.close(), 2.0)
+        if self._owns_link:
+            await self._link.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         await first(self.ready.wait(), stop.wait())
@@ -254,7 +259,8 @@ class OutboxDrain:
 
     async def _after_nack(self) -> None:
         """After a nacked round: a fresh channel (opened after the pause just taken), and
-        after NACK_ROUNDS such rounds the next node."""
+        after NACK_ROUNDS such rounds the next node (the whole publishing connection moves,
+        the other roles' channels with it: aio-pika restores them there)."""
         if not self._nacked:
             return
         if self._nacked >= NACK_ROUNDS and len(self.ring) > 1:
@@ -264,7 +270,7 @@ class OutboxDrain:
                 self._nacked,
             )
             self._nacked = 0
-            await self.close()
+            await self._link.move_on()
             return
         channel, self._channel, self._publisher = self._channel, None, None
         if channel is not None:

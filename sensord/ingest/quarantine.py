@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass
 
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit import RabbitQueue
 from pamqp.common import FieldValue
 
+from sensord.amqp.broker import FailoverBroker
 from sensord.amqp.settings import AmqpSettings
-from sensord.amqp.topology import declare_queue_once, quarantine_queue
+from sensord.amqp.topology import declare_queue, quarantine_queue
 from sensord.ingest.settings import IngestSettings
 from sensord.ops.aio import first
 from sensord.ops.metrics import Metrics
@@ -73,7 +75,7 @@ class Quarantine:
 
     def __init__(
         self,
-        broker: RabbitBroker,
+        broker: FailoverBroker,
         amqp: AmqpSettings,
         ingest: IngestSettings,
         metrics: Metrics,
@@ -113,12 +115,18 @@ class Quarantine:
 
     async def declare(self) -> None:
         # Declared (or migrated from the classic queue of earlier releases: amqp/topology.py
-        # _declare) over a connection of its own: a refused declaration closes its channel,
-        # which must not be the broker's. FastStream's declaration then carries the arguments
-        # the queue has, or it would be refused. Not robust: the queue is durable and
-        # declared at each start; restoring it on a reconnect could only fail (a classic
-        # queue kept here, since migrated by another edge), and keep the broker down.
-        arguments = await declare_queue_once(self._amqp, quarantine_queue(self._amqp))
+        # _declare) on a short-lived channel of the publishing connection: a refused
+        # declaration closes its channel, which must not be the broker's. FastStream's
+        # declaration then carries the arguments the queue has, or it would be refused.
+        # Not robust: the queue is durable and declared at each start; restoring it on a
+        # reconnect could only fail (a classic queue kept here, since migrated by another
+        # edge), and keep the connection down (FailoverBroker.declare_queue).
+        channel = await self._broker.link.channel(publisher_confirms=False)
+        try:
+            arguments = await declare_queue(channel, quarantine_queue(self._amqp))
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
         queue = RabbitQueue(self._queue, durable=True, robust=False)
         # exactly those arguments, whichever the queue's type: RabbitQueue's parameter is
         # typed per queue type (TypedDicts) and takes no dict built at run time

@@ -1,9 +1,9 @@
 """Channel consumers: RabbitMQ channel queue -> channel, with broker-side retries and a DLQ.
 
-One aio-pika robust connection per notify process, on the nodes of `[amqp] url`
-(amqp/failover.py: on the loss of its node it moves to the next, where aio-pika restores
-the channels and consumers); per channel one AMQP channel with publisher confirms, its own
-prefetch, and a consumer on `<prefix>.notify.<name>`.
+The consumers run on the process's consuming connection (amqp/shared.py: aio-pika's
+robust connection on the nodes of `[amqp] url`; on the loss of its node it moves to the
+next, where aio-pika restores the channels and consumers); per channel one AMQP channel
+with publisher confirms, its own prefetch, and a consumer on `<prefix>.notify.<name>`.
 
 A failed attempt is published to the retry tier `<...>.retry.<delay>` (TTL, dead-letters
 back to the channel queue) with `x-sensord-attempts` set; after `max_attempts`, or at once
@@ -29,7 +29,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
-from sensord.amqp.failover import NodeRing, connect_robust
+from sensord.amqp.failover import NodeRing
 from sensord.amqp.headers import (
     ATTEMPTS_HEADER,
     BROKER_HEADERS,
@@ -41,6 +41,7 @@ from sensord.amqp.headers import (
     header_str,
 )
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.shared import SharedConnection
 from sensord.amqp.topology import (
     declare_topology,
     matches,
@@ -135,6 +136,11 @@ class ChannelConsumer:
             await asyncio.wait_for(self._idle.wait(), grace)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._acks.drain(), STOP_STEP_TIMEOUT)
+        if self._amqp_channel is not None:
+            # the connection is shared (amqp/shared.py) and outlives the consumer: its
+            # channel goes now, or aio-pika would restore it after every reconnect
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._amqp_channel.close(), STOP_STEP_TIMEOUT)
         log.debug("channel %s: consumer stopped", self.settings.name)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -400,7 +406,10 @@ class Notifier:
         dlq_poll_interval: float = DLQ_POLL_INTERVAL,
         handled: HandledEvents | None = None,
         gate: asyncio.Event | None = None,
+        link: SharedConnection | None = None,
     ) -> None:
+        """`link`: the process's consuming connection; without one (a notifier alone:
+        tests) a connection of its own, closed by `stop`."""
         self._amqp = amqp
         self._settings = channel_settings
         self._metrics = metrics
@@ -418,29 +427,19 @@ class Notifier:
         self._connection: AbstractRobustConnection | None = None
         self._poller: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.ring = NodeRing(
-            amqp,
-            "consume",
-            on_move=lambda _old, _new: metrics.amqp_failovers.labels("consume").inc(),
-        )
+        self._link = link if link is not None else SharedConnection(amqp, "consume", metrics)
+        self._owns_link = link is None
+
+    @property
+    def ring(self) -> NodeRing:
+        """The consuming connection's nodes (which one it is on, its moves)."""
+        return self._link.ring
 
     async def start(self) -> None:
-        """Connect (waiting for RabbitMQ), declare the topology, start consuming."""
-        failures = 0
-        while True:
-            try:
-                self._connection = await connect_robust(
-                    self._amqp, self.ring, reconnect_interval=self._amqp.reconnect_interval
-                )
-                break
-            except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
-                failures += 1
-                if failures == 1 or failures % 60 == 0:  # bounded: an outage can be long
-                    log.warning(
-                        "notify: RabbitMQ unreachable (%s); retrying (attempt %d)", exc, failures
-                    )
-                await asyncio.sleep(self._amqp.reconnect_interval)
-        setup = await self._connection.channel()
+        """Connect, declare the topology, start consuming. Raises while RabbitMQ is
+        unreachable (OSError, an AMQPError, TimeoutError): AmqpLink retries, after `stop`."""
+        self._connection = await self._link.connect()
+        setup = await self._link.channel()
         await declare_topology(setup, self._amqp, self._settings)
         await setup.close()
         if self.consumers:  # before the consumers: a suspect copy asks it at once
@@ -457,9 +456,8 @@ class Notifier:
                 await asyncio.wait_for(self._poller, STOP_STEP_TIMEOUT)
         await asyncio.gather(*(c.stop(grace) for c in self.consumers))
         await self.fleet.stop()
-        if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), STOP_STEP_TIMEOUT)
+        if self._owns_link:
+            await self._link.close()
         log.debug("notify: stopped")
 
     async def dlq_depths(self) -> dict[str, int]:

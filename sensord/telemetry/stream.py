@@ -10,7 +10,7 @@ tap): no encoding, no lock, no wake-up. Everything else happens on two small tas
 - the sender takes up to `batch_max` readings from the buffer's head (a `Batch`), splits
   them by partition (telemetry/partition.py: a sensor is always in the same one), encodes
   each partition's readings once as a SenML pack (telemetry/senml.py: a `Part`) and
-  publishes the parts, each with a publisher confirm, on the stream's own connection.
+  publishes the parts, each with a publisher confirm, on the stream's own channel.
   Readings leave the buffer for good only when their part is confirmed; a part that fails
   (connection lost, nack, timeout) is published again, the same body, `message_id` and
   `sensord-batched-at`, before anything newer (the parts already confirmed are not):
@@ -18,8 +18,11 @@ tap): no encoding, no lock, no wake-up. Everything else happens on two small tas
   whose confirm was lost is therefore read twice: consumers that must not count twice skip
   a `message_id` already seen.
 
-Alerts keep priority: the stream has its own connection and channel, never touches the
-outbox drain's, and while the drain reports a backlog (`gate`, its `caught_up` event) the
+Alerts keep priority: the stream has its own channel on the process's publishing
+connection (amqp/shared.py, beside the outbox drain's channel, which it never touches;
+the connection's writer sends each channel's write whole, so a batch of readings goes
+between two batches of alerts, never inside one), and while the drain reports a backlog
+(`gate`, its `caught_up` event) the
 sender holds its batches back (at most MAX_HOLD seconds at a stretch; the buffer takes
 them meanwhile). One batch is in flight at a time, its parts (one per stream) side by
 side: at up to 1,000 readings a batch that is far above the ingest rate, and it keeps the
@@ -41,13 +44,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange
 from aiormq.exceptions import ChannelPreconditionFailed
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sensord.amqp.failover import NodeRing, connect_robust
 from sensord.amqp.settings import AmqpSettings
+from sensord.amqp.shared import SharedConnection
 from sensord.events import Reading
 from sensord.ops.aio import first
 from sensord.ops.ratelimit import RateLimitedLog
@@ -113,14 +116,18 @@ class ReadingsStream:
         amqp: AmqpSettings,
         *,
         gate: asyncio.Event | None = None,
+        link: SharedConnection | None = None,
     ) -> None:
+        """`link`: the process's publishing connection; without one (a stream alone:
+        tests, benchmarks) a connection of its own, closed by `close`."""
         self._settings = settings
         self._amqp = amqp
         # partition i's stream at index i; one `<prefix>.readings` when partitions == 1
         self.queues = settings.stream_names(amqp)
         self.queue = self.queues[0]
         self._partition = partitioner(settings.partition_by, settings.partitions)
-        self._ring = NodeRing(amqp, "telemetry")
+        self._link = link if link is not None else SharedConnection(amqp, "publish")
+        self._owns_link = link is None
         self._gate = gate
         # the pipeline appends here (the hot path); the ticker empties it into _buffer
         self._incoming: list[Reading] = []
@@ -133,7 +140,6 @@ class ReadingsStream:
         self._run = uuid.uuid4().hex[:12]  # message ids unique across restarts
         self._wake = asyncio.Event()
         self._held_since: float | None = None
-        self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._declared = False
         self._error_log = RateLimitedLog(log, interval=30.0, burst=1)
@@ -221,19 +227,8 @@ class ReadingsStream:
         return self._declared
 
     async def _exchange(self) -> AbstractExchange:
-        s = self._amqp
-        if self._connection is None:
-            # the cluster's nodes in turn, as the alert drain's (amqp/failover.py)
-            self._connection = await connect_robust(
-                s,
-                self._ring,
-                reconnect_interval=s.reconnect_interval,
-                timeout=s.publish_timeout,
-            )
         if self._channel is None:
-            self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            self._channel = await self._link.channel(publisher_confirms=True, on_return_raises=True)
         if not self._declared:
             await self._declare()
         return self._channel.default_exchange
@@ -246,8 +241,7 @@ class ReadingsStream:
         log.info("publishing readings to the RabbitMQ %s", self.describe())
 
     async def _declare_one(self, queue: str) -> None:
-        assert self._connection is not None
-        channel = await self._connection.channel()
+        channel = await self._link.channel()
         try:
             await channel.declare_queue(
                 queue, durable=True, arguments=stream_arguments(self._settings)
@@ -272,10 +266,13 @@ class ReadingsStream:
         return f"streams {self.queues[0]} … {self.queues[-1]}"
 
     async def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
+        """Close the stream's channel (the shared connection is its owner's to close)."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 2.0)
+                await asyncio.wait_for(channel.close(), 2.0)
+        if self._owns_link:
+            await self._link.close()
 
     # ---- publishing
 

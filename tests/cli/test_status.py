@@ -120,7 +120,7 @@ def test_render_names_the_rabbitmq_node_of_a_cluster() -> None:
             "prefix": "p",
             "connected": True,
             "node": "rmq2:5671",
-            "nodes": {"publish": "rmq2:5671", "broker": "rmq1:5671"},
+            "nodes": {"publish": "rmq2:5671", "consume": "rmq1:5671"},
             "cluster": ["rmq1:5671", "rmq2:5671", "rmq3:5671"],
         },
         "readings_total": 1,

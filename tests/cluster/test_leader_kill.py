@@ -89,8 +89,5 @@ async def test_leader_kill_every_transition_once(
     gone = f"127.0.0.1:{leader.amqp_port}"
     assert after[0]["publish"] not in (None, gone), after
     assert after[1]["consume"] not in (None, gone), after
-    # (the edge's FastStream connection, "broker", stayed down until the node was back:
-    # it restored <prefix>.quarantine, then a classic queue that lived on the dead node;
-    # the quarantine is a quorum queue now, declared without restore: not yet checked
-    # here that "broker" moves too;
-    # docs/scale-out.md, "Failure modes")
+    # (the edge's quarantine is a channel on the same publishing connection, and a quorum
+    # queue: it moved with it; docs/scale-out.md, "Failure modes")
