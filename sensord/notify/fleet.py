@@ -146,7 +146,10 @@ class Fleet:
         return new
 
     def _count_peers(self) -> None:
-        n = len(self.live_peers())
+        now = time.monotonic()
+        for gone in [w for w, heard in self.peers.items() if now - heard > 10 * PEER_TTL]:
+            del self.peers[gone]  # a worker id is new at each start: forget the old ones
+        n = len(self.live_peers(now))
         if n != self._live_count:
             self._live_count = n
             if self._on_peers is not None:

@@ -169,3 +169,14 @@ async def test_the_fleet_leaves_nothing_on_rabbitmq() -> None:
         ch = await conn.channel()
         with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
             await ch.get_exchange(f"{prefix}.fleet", ensure=True)
+
+
+def test_workers_long_gone_are_forgotten() -> None:
+    """Each start is a new worker id: ids not heard of for 10 x PEER_TTL are dropped."""
+    fleet = Fleet(AmqpSettings(prefix="t"), worker_id="me")
+    now = time.monotonic()
+    fleet.peers = {"old": now - 11 * fleet_mod.PEER_TTL, "quiet": now - 2 * fleet_mod.PEER_TTL}
+    fleet.peers["live"] = now
+    fleet._count_peers()
+    assert set(fleet.peers) == {"quiet", "live"}
+    assert fleet.live_peers() == {"live"}
