@@ -45,6 +45,16 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository
 SUMMED_METRICS = frozenset({"sensord_readings_total", "sensord_fields_skipped_total"})
 
 
+# the one-rule set many end-to-end tests run: a temperature above 80 is critical
+HOT_RULE = """
+rules:
+  - name: hot
+    match: {kind: temperature}
+    above: 80
+    severity: critical
+"""
+
+
 def uid() -> str:
     return uuid.uuid4().hex[:10]
 

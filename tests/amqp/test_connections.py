@@ -22,6 +22,7 @@ from sensord.amqp.topology import make_broker
 from sensord.telemetry.partition import stream_names
 from tests.support import (
     AMQP_URL,
+    HOT_RULE,
     MqttPublisher,
     SensordProcess,
     delete_amqp,
@@ -33,13 +34,7 @@ from tests.support import (
 
 RABBITMQCTL = shutil.which("rabbitmqctl")
 
-RULES = """
-rules:
-  - name: hot
-    match: {kind: temperature}
-    above: 80
-    severity: critical
-"""
+RULES = HOT_RULE
 
 # per role, the connections a `sensord run` keeps (edge and all with the readings stream on)
 EXPECTED = {

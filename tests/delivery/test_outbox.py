@@ -21,6 +21,7 @@ from sensord.notify.consumer import Notifier
 from sensord.ops.metrics import Metrics
 from tests.support import (
     AMQP_URL,
+    HOT_RULE,
     MqttPublisher,
     SensordProcess,
     WebhookSink,
@@ -102,13 +103,7 @@ def test_a_batch_never_holds_two_events_of_one_alert() -> None:
     assert [r.fingerprint for r in unique_prefix(rows)] == ["a", "b", "c"]
 
 
-RULES = """
-rules:
-  - name: hot
-    match: {kind: temperature}
-    above: 80
-    severity: critical
-"""
+RULES = HOT_RULE
 
 
 @pytest.mark.e2e

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
@@ -12,29 +11,11 @@ from sensord.amqp.headers import RESENT_HEADER
 from sensord.amqp.settings import AmqpSettings
 from sensord.delivery.drain import OutboxDrain
 from sensord.delivery.outbox import Outbox, open_state_db
-from sensord.events import AlertEvent, Severity
 from sensord.ops.metrics import Metrics
+from tests.delivery.test_outbox import _event
 from tests.support import AMQP_URL, uid
 
 pytestmark = pytest.mark.e2e
-
-NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
-
-
-def _event(i: int) -> AlertEvent:
-    return AlertEvent(
-        event_id=f"ev-{i}",
-        fingerprint=f"fp-{i}",
-        status="firing",
-        rule="hot",
-        severity=Severity.CRITICAL,
-        labels={"site": "s", "kind": "temperature"},
-        annotations={},
-        value=float(i),
-        threshold=80.0,
-        starts_at=NOW,
-        observed_at=NOW,
-    )
 
 
 async def test_rows_found_at_start_and_rows_sent_twice_are_marked(tmp_path: Path) -> None:

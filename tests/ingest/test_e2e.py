@@ -12,6 +12,7 @@ import pytest
 
 from bench.load import RawPublisher, publish_packet
 from tests.support import (
+    HOT_RULE,
     MqttPublisher,
     PrivateMosquitto,
     SensordProcess,
@@ -23,13 +24,7 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 
-RULES = """
-rules:
-  - name: hot
-    match: {kind: temperature}
-    above: 80
-    severity: critical
-"""
+RULES = HOT_RULE
 
 
 async def test_refused_messages_are_quarantined_with_topic_payload_and_reason(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sensord.ops.systemd import SystemdNotifier
-from tests.support import SensordProcess, running, uid, wait_for
+from tests.support import HOT_RULE, SensordProcess, running, uid, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -24,13 +24,7 @@ needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze (Debian package systemd) is not installed"
 )
 
-RULES = """
-rules:
-  - name: hot
-    match: {kind: temperature}
-    above: 80
-    severity: critical
-"""
+RULES = HOT_RULE
 
 
 class NotifySocket:
