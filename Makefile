@@ -48,7 +48,7 @@ bench: venv services
 bench-ingest: venv services
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
-# not part of `make test` (a one-minute variant is): docs/chaos.md. The JSON report goes to
+# not part of `make test` (a one-minute variant is in `make test-slow`): docs/chaos.md. The JSON report goes to
 # the run's temporary directory unless CHAOS_REPORT names a file; exit 1 when a target is missed.
 CHAOS_MINUTES ?= 5
 CHAOS_RATE ?= 500

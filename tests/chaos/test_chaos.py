@@ -41,9 +41,10 @@ def check(report: dict[str, Any], *, recovery_target: bool = True) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a chaos run, if a short one: `make test-slow` (rule 6; the suite ~10 min)
 @pytest.mark.timeout(400)
 async def test_short_chaos_run_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
-    """About a minute, every fault kind once (make test)."""
+    """About a minute, every fault kind once (make test-slow)."""
     report = await run(Options(mode="chaos", duration=60, rate=400, workdir=tmp_path, log=False))
     check(report, recovery_target=False)
     assert [f["kind"] for f in report["faults"]].count("sigkill") == 1
