@@ -14,8 +14,8 @@ learn it here, from the workers themselves, before sending a *suspect* copy:
   throttled one: `x-sensord-channel`). A first delivery, nearly every message, asks nothing;
 - for a suspect copy the worker `ask`s the fleet; every other worker answers for that
   (channel, event id): `sent` (it notified: the copy is a duplicate), `sending` (it holds
-  a plain copy: wait for it), `waiting` (it holds a suspect copy and is asking too: the
-  lower worker id goes first), or `no`;
+  a plain copy, or a suspect one it decided to send: wait for it), `waiting` (it holds a
+  suspect copy and is asking too: the lower worker id goes first), or `no`;
 - the worker sends when every live worker answered and none sent or goes first; it asks
   again while one is sending, or is silent (a worker whose node died reconnects to the
   next one in about a second, and answers then); a worker silent for `PEER_TTL` is gone,
@@ -109,9 +109,20 @@ class Fleet:
         counts = self._held.get(key)
         if counts is None:
             return
-        counts[1 if suspect else 0] -= 1
+        # a suspect copy this worker decided to send counts as a plain one (`_go`)
+        i = 1 if suspect and counts[1] > 0 else 0
+        counts[i] -= 1
         if counts[0] <= 0 and counts[1] <= 0:
             del self._held[key]
+
+    def _go(self, key: Key) -> bool:
+        """This worker sends its suspect copy: from now on it answers "sending" for it,
+        so that no other worker goes first on the strength of a "waiting". False."""
+        counts = self._held.get(key)
+        if counts is not None and counts[1] > 0:
+            counts[1] -= 1
+            counts[0] += 1
+        return False
 
     def sent(self, channel: str, event_id: str) -> None:
         now = time.monotonic()
@@ -165,7 +176,7 @@ class Fleet:
         while True:
             peers = self.live_peers()
             if not peers:
-                return False
+                return self._go((channel, event_id))
             answers = await self._ask(channel, event_id, peers)
             if "sent" in answers.values():
                 return True
@@ -174,7 +185,7 @@ class Fleet:
             ]
             silent = peers - answers.keys()
             if not ahead and not silent:
-                return False
+                return self._go((channel, event_id))
             if time.monotonic() > deadline:
                 log.warning(
                     "event %s for channel %s: no word from worker(s) %s within %g s; sending",
@@ -183,7 +194,7 @@ class Fleet:
                     ", ".join(sorted(ahead or silent)),
                     CLAIM_TTL,
                 )
-                return False
+                return self._go((channel, event_id))
             await asyncio.sleep(ASK_AGAIN)
             self._count_peers()
 

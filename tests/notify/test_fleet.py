@@ -115,7 +115,8 @@ async def test_two_suspect_copies_at_once_one_worker_goes_first(
 
     async def decide(w: Worker) -> bool:
         duplicate = await w.fleet.sent_elsewhere("hook", "e4")
-        if not duplicate:  # this worker sends it
+        if not duplicate:  # this worker sends it: a third worker now hears "sending"
+            assert w.fleet.status("hook", "e4") == "sending"
             await asyncio.sleep(0.1)
             w.fleet.sent("hook", "e4")
         w.fleet.release("hook", "e4", suspect=True)
@@ -180,3 +181,16 @@ def test_workers_long_gone_are_forgotten() -> None:
     fleet._count_peers()
     assert set(fleet.peers) == {"quiet", "live"}
     assert fleet.live_peers() == {"live"}
+
+
+async def test_a_suspect_copy_a_worker_decided_to_send_answers_sending() -> None:
+    """A lone worker (no peers) sends its suspect copy at once; while it does, any worker
+    that joins hears "sending", not "waiting" (which a lower id could go past)."""
+    fleet = Fleet(AmqpSettings(prefix="t"), worker_id="me")
+    fleet.hold("hook", "e7", suspect=True)
+    assert fleet.status("hook", "e7") == "waiting"
+    assert not await fleet.sent_elsewhere("hook", "e7")
+    assert fleet.status("hook", "e7") == "sending"
+    fleet.release("hook", "e7", suspect=True)
+    assert fleet.status("hook", "e7") == "no"
+    assert not fleet._held
