@@ -65,11 +65,6 @@ from sensord.ops.metrics import Metrics
 log = logging.getLogger("sensord.notify")
 
 DLQ_POLL_INTERVAL = 15.0
-# a redelivered message waits this long before its handled check: when a worker's node
-# dies, RabbitMQ redelivers what that worker had not acknowledged yet, maybe to another
-# worker, while the first may still be sending it; workers sharing a state file
-# ([state] path, docs/scale-out.md) then see its record and skip it
-REDELIVERY_GRACE = 1.0
 CLAIM_POLL = 0.1  # while another worker holds an event's claim (notify/dedup.py)
 STOP_STEP_TIMEOUT = 2.0  # seconds for each broker round trip while stopping
 
@@ -84,7 +79,7 @@ class ChannelConsumer:
         *,
         handled: HandledEvents | None = None,
         gate: asyncio.Event | None = None,
-        fleet: Fleet | None = None,
+        fleet: Fleet,
     ) -> None:
         self.settings = settings
         self._handled = handled
@@ -160,7 +155,7 @@ class ChannelConsumer:
         self._acks.track(message)
         fleet, event_id = self._fleet, message.message_id
         suspect = is_suspect(message)
-        if fleet is not None and event_id:
+        if event_id:
             # from now on the fleet hears "sending" (or "waiting") for it from this worker
             fleet.hold(self.settings.name, event_id, suspect=suspect)
         try:
@@ -174,7 +169,7 @@ class ChannelConsumer:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
         finally:
-            if fleet is not None and event_id:
+            if event_id:
                 fleet.release(self.settings.name, event_id, suspect=suspect)
             self._inflight -= 1
             if self._inflight == 0:
@@ -211,7 +206,7 @@ class ChannelConsumer:
         self._order[fp] = (lock, users + 1)
         try:
             async with lock:
-                if suspect and await self._sent_before(event.event_id, bool(message.redelivered)):
+                if suspect and await self._sent_before(event.event_id):
                     self._acks.settle(message)
                     self._count("duplicate")
                     return
@@ -224,15 +219,12 @@ class ChannelConsumer:
             else:
                 self._order[fp] = (lock, users - 1)
 
-    async def _sent_before(self, event_id: str, redelivered: bool) -> bool:
-        """A suspect copy: did another worker send this event (the fleet), or a worker
-        sharing the state file (its record, after REDELIVERY_GRACE without a fleet)?"""
+    async def _sent_before(self, event_id: str) -> bool:
+        """A suspect copy: did another worker send this event (the fleet; it waits for
+        their answers), or this process before a restart (the state file's record)?"""
         name, handled = self.settings.name, self._handled
-        if self._fleet is not None:
-            if await self._fleet.sent_elsewhere(name, event_id):
-                return True
-        elif redelivered and handled is not None:
-            await asyncio.sleep(REDELIVERY_GRACE)
+        if await self._fleet.sent_elsewhere(name, event_id):
+            return True
         return handled is not None and handled.seen(name, event_id)
 
     async def _deliver(
@@ -293,8 +285,7 @@ class ChannelConsumer:
         else:
             if self._handled is not None:
                 self._handled.record(name, event.event_id)
-            if self._fleet is not None:
-                self._fleet.sent(name, event.event_id)
+            self._fleet.sent(name, event.event_id)
             self._retry_order.settled(event)
             self._acks.settle(message)
             self._count("sent")

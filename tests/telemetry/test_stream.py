@@ -317,17 +317,21 @@ async def test_partitions_each_reading_in_its_partitions_stream_in_order_with_he
     assert (stream.resent, stream.dropped, stream.buffered) == (0, 0, 0)
 
 
+async def _partition_1_fails(stream: ReadingsStream) -> None:
+    """64 readings over 3 partitions; partition 1's stream has disappeared: its part is
+    returned (mandatory), the others are confirmed."""
+    await wait_for(lambda: stream.declared)
+    await delete_queue(stream.queues[1])
+    for i in range(64):
+        stream.append(site_reading(i))
+    stream.absorb()
+    assert await stream.send() is False
+
+
 async def test_a_failed_part_alone_is_published_again_with_its_id_and_batched_at() -> None:
     stream = make_stream(partitions=3, batch=60)  # batches taken by hand below (send)
     async with running(stream):
-        await wait_for(lambda: stream.declared)
-        # partition 1's stream disappears: its part is returned (mandatory), the others
-        # are confirmed
-        await delete_queue(stream.queues[1])
-        for i in range(64):
-            stream.append(site_reading(i))
-        stream.absorb()
-        assert await stream.send() is False
+        await _partition_1_fails(stream)
         assert stream.messages == 2
         in_1 = sum(partition_of_labels({"site": SITES[i % 8]}, ["site"], 3) == 1 for i in range(64))
         assert 0 < in_1 < 64
@@ -349,12 +353,7 @@ async def test_a_failed_part_alone_is_published_again_with_its_id_and_batched_at
 async def test_full_buffer_drops_a_waiting_partly_confirmed_batch_counted() -> None:
     stream = make_stream(partitions=3, batch=60, buffer=64)
     async with running(stream):
-        await wait_for(lambda: stream.declared)
-        await delete_queue(stream.queues[1])
-        for i in range(64):
-            stream.append(site_reading(i))
-        stream.absorb()
-        assert await stream.send() is False
+        await _partition_1_fails(stream)
         waiting = stream.buffered
         for i in range(64, 128):
             stream.append(site_reading(i))
