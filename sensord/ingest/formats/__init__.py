@@ -7,8 +7,11 @@ pack, told apart by shape) and "senml" (senml.py: RFC 8428 packs only).
 
 How to add a format
 -------------------
-1. Write one module, `sensord/ingest/formats/<name>.py`. Every module here whose name does
-   not start with `_` is imported when this package is, so nothing else lists it.
+1. Write one module, `sensord/ingest/formats/<name>.py`, named as the format. It is
+   imported when a source first asks for its format (`get`); `names()` and an unknown name
+   import every module here whose name does not start with `_`, so nothing else lists it.
+   (Importing them all with the package cost ~0.2 s of every start: Sparkplug's protobuf,
+   Home Assistant's Jinja. The native format "sensord" is the one in native.py.)
 2. In it, a class (or any callable) that takes `FormatOptions` and returns an object with
    `parse(topic: str, payload: bytes | bytearray, now: float) -> list[Reading]`, decorated
    with `@register("<name>")`. `parse` returns one Reading or many (one per field or
@@ -114,27 +117,47 @@ def register(name: str) -> Callable[[_Factory], _Factory]:
 
 
 def names() -> tuple[str, ...]:
-    """The registered formats, sorted."""
+    """The registered formats, sorted (every format module imported)."""
+    _import_formats()
     return tuple(sorted(_FORMATS))
 
 
 def get(name: str) -> FormatFactory:
-    """The factory registered as `name`; UnknownFormatError lists the known names."""
-    try:
-        return _FORMATS[name]
-    except KeyError:
-        raise UnknownFormatError(name, names()) from None
+    """The factory registered as `name` (its module imported first, if need be: see the
+    module doc); UnknownFormatError lists the known names."""
+    factory = _FORMATS.get(name)
+    if factory is None:
+        module = _MODULE_OF.get(name, name)
+        if module in _modules():
+            importlib.import_module(f"{__name__}.{module}")
+            factory = _FORMATS.get(name)
+    if factory is None:
+        _import_formats()  # a format whose module is named otherwise, or none
+        factory = _FORMATS.get(name)
+    if factory is None:
+        raise UnknownFormatError(name, names())
+    return factory
 
 
 def create(name: str, options: FormatOptions) -> PayloadFormat:
     return get(name)(options)
 
 
+_MODULE_OF = {"sensord": "native"}  # the one format whose module is not named as it is
+_MODULES: frozenset[str] | None = None
+
+
+def _modules() -> frozenset[str]:
+    """The format modules of this package (`_`-prefixed modules are helpers)."""
+    global _MODULES  # noqa: PLW0603 - listed once, on first use
+    if _MODULES is None:
+        _MODULES = frozenset(
+            m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")
+        )
+    return _MODULES
+
+
 def _import_formats() -> None:
-    # the registry is filled by each module's @register; `_`-prefixed modules are helpers
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-_import_formats()
+    # the registry is filled by each module's @register
+    for module in sorted(_modules()):
+        importlib.import_module(f"{__name__}.{module}")
