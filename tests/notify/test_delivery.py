@@ -54,8 +54,9 @@ async def test_503_503_200_is_delivered_on_the_third_attempt_after_the_delays(
     first_gap = webhook.times[1] - webhook.times[0]
     second_gap = webhook.times[2] - webhook.times[1]
     # 200 ms then 400 ms (doubling), through RabbitMQ TTL queues: late by a little, never early
-    assert 0.19 <= first_gap < 0.6, first_gap
-    assert 0.39 <= second_gap < 0.8, second_gap
+    # (the upper bounds leave room for a loaded host: a second-gap of 0.84 s was seen)
+    assert 0.19 <= first_gap < 1.0, first_gap
+    assert 0.39 <= second_gap < 1.5, second_gap
     assert sent(metrics, "retried") == 2
     assert sent(metrics, "sent") == 1
     assert sent(metrics, "dead") == 0
