@@ -117,7 +117,6 @@ class Service:
             on_refused=self.quarantine.refuse,
             on_batch_end=pipeline.end_batch if pipeline else None,
             on_late=pipeline.on_late if pipeline else None,
-            clean=pipeline.clean if pipeline else None,
         )
         # a central process reads no MQTT source: sensord_readings_total{source="sensord"}
         metrics.sources = [] if self.central else self.bridge.sources

@@ -86,11 +86,6 @@ class AlertPipeline:
                 self._guards[key] = reading.ts
         self._now = now
 
-    def clean(self) -> bool:
-        """True while the current batch has nothing to commit: the PUBACKs of its readings
-        so far may leave before `end_batch` (MqttBridge: early acknowledgements)."""
-        return not (self._transitions or self.engine.has_changes)
-
     def on_late(self, reading: Reading, now: float) -> None:
         """A reading older than its sensor's newest: into the history (the status page
         plots it where it belongs) and the telemetry stream, never to the rules, so it

@@ -65,12 +65,6 @@ READ_BATCH = 512
 # an alert storm 512 readings took 0.2 s on a loaded host, and an HTTP request, which needs
 # several loop passes, waited seconds behind them (bench.product: /metrics during the drain)
 READ_BUDGET = 0.004
-# While a batch has nothing to commit (calm readings: no transition, no rule state change),
-# its PUBACKs leave every EARLY_ACKS messages instead of at the batch's end: the broker
-# refills its in-flight window (Mosquitto's stock 20) while the rest is processed, instead
-# of waiting a round trip per batch. From the first reading that leaves something to
-# commit, the batch's PUBACKs wait for its commit (MQTT keeps PUBACKs in order).
-EARLY_ACKS = 10
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
@@ -107,16 +101,12 @@ class MqttBridge:
         on_refused: RefusalSink | None = None,
         on_batch_end: Callable[[], object] | None = None,
         on_late: LateSink | None = None,
-        clean: Callable[[], bool] | None = None,
     ) -> None:
         """`sink` takes each reading; `on_batch_end`, called after each read batch and
         before its QoS 1 messages are acknowledged, persists what the batch changed;
-        `on_late` takes readings older than their sensor's newest (history, not rules);
-        `clean` says whether the batch so far left nothing for `on_batch_end` to persist
-        (then its PUBACKs may leave early: EARLY_ACKS)."""
+        `on_late` takes readings older than their sensor's newest (history, not rules)."""
         self.settings = settings
         self._on_batch_end = on_batch_end
-        self._clean = clean
         self._resume_pending = False  # a call_soon(_resume) is queued
         ingest = ingest if ingest is not None else IngestSettings()
         self._sink = sink
@@ -377,10 +367,7 @@ class MqttBridge:
             source.readings += accepted
         metrics.messages += 1  # last: once it moved, the message is fully accounted for
         if msg.qos:
-            client = self.client
-            client.ack(msg.mid, msg.qos)
-            if client.queued_acks >= EARLY_ACKS and self._clean is not None and self._clean():
-                client.flush_acks()  # nothing of them is left to commit: see EARLY_ACKS
+            self.client.ack(msg.mid, msg.qos)
 
     def remember(self, seen: dict[SensorKey, float]) -> None:
         """Before connecting: reading times from a previous run (see ReadingSink), so that

@@ -111,11 +111,6 @@ class IngestClient(mqtt.Client):
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super().ack(mid, qos)
 
-    @property
-    def queued_acks(self) -> int:
-        """PUBACKs queued and not yet sent (`flush_acks` sends them)."""
-        return len(self._acks)
-
     def flush_acks(self) -> None:
         if not self._acks or self._sock is None:
             return
