@@ -34,9 +34,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# two worker processes, each running whole files (their module fixtures, private brokers
+# on free ports); PYTEST_WORKERS= runs the suite in one process
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 pytest: venv services
 	@bash scripts/ensure-test-tools.sh
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

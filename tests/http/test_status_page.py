@@ -54,6 +54,14 @@ rules:
       summary: "{site}/{device} temperature {value:.1f} above {threshold:g}"
 """
 
+HEATWAVE_30S = """
+name: heatwave-30s
+repeat: 30s
+events:
+  - {at: 3s, event: hvac_failure, site: plant-1, devices: [t-1, t-2], setpoint: 91}
+  - {at: 18s, event: recover, site: plant-1}
+"""
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
@@ -188,9 +196,13 @@ async def test_heatwave_live_on_the_page_then_ack_and_silence_from_it(
         await page.wait_for_selector("#alerts-empty:not([hidden])")  # nothing yet
         assert await page.locator("#sensors-table tr.sensor").count() == 0
 
+        # the builtin heatwave on a 30 s cycle instead of 60 (the test waits for a second
+        # one): hot from 3 s to 18 s, so above 80 by ~6 s and below 75 by ~19 s
+        scenario = sensord.workdir / "heatwave-30s.yaml"
+        scenario.write_text(HEATWAVE_30S, encoding="utf-8")
         sim = SimProcess.spawn(  # runs beside sensord, stopped below
             *("--topic-root", sensord.topic_root, "--sites", "2", "--sensors", "3"),
-            *("--rate", "2", "--scenario", "heatwave", "--quiet"),
+            *("--rate", "2", "--scenario", str(scenario), "--quiet"),
             *("--client-id", f"simtest-pub-{uid()}"),
         )
         try:
@@ -216,7 +228,7 @@ async def test_heatwave_live_on_the_page_then_ack_and_silence_from_it(
             silence = await _silence_from_page(page, sensord, "t-2")
             detail = await _detail_screenshot(page, "plant-1/t-1/temperature")
 
-            # the next heatwave (60 s cycle): t-1 notifies again, the silenced t-2 is held
+            # the next heatwave (30 s cycle): t-1 notifies again, the silenced t-2 is held
             await wait_for(lambda: len(_sent(webhook, "t-1", "firing")) >= 2, timeout=100)
 
             async def t2_held_again() -> dict[str, Any] | None:
