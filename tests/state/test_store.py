@@ -55,6 +55,8 @@ def test_store_creates_parents_and_uses_wal(tmp_path: Path) -> None:
     with StateStore.open(path) as store:
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        # a page cache that holds every sensor's rows (negative: KiB), not SQLite's 2 MiB
+        assert store.conn.execute("PRAGMA cache_size").fetchone()[0] == -65536
     assert path.is_file()
 
 
