@@ -44,12 +44,7 @@ from sensord.ops.ratelimit import RateLimitedLog
 
 log = logging.getLogger("sensord.publish")
 
-# rows per publish (one frame) and per delete: 128, not 512 as before, measured in a storm
-# (bench.product, window 20, three pairs): /metrics p99 111-128 ms instead of 175-212 ms
-# and more transitions/s (2,394-2,997 against 2,211-2,445), as each drain step is shorter
-BATCH = 128
-# while more rows than this are held, the notify consumers of the same process wait
-HOLD_ABOVE = 512
+BATCH = 512
 # batches in flight at once: the next one is written while RabbitMQ confirms the last
 DEPTH = 2
 # the longest the notify consumers of the same process wait for a backlog to drain
@@ -205,7 +200,7 @@ class OutboxDrain:
     def _hold(self) -> None:
         """Before each batch: hold the consumers of this process while a backlog drains."""
         now = asyncio.get_running_loop().time()
-        if len(self._outbox) > HOLD_ABOVE:
+        if len(self._outbox) > BATCH:
             if self._held_since is None:
                 self._held_since = now
                 self.caught_up.clear()
@@ -226,7 +221,7 @@ class OutboxDrain:
                 await self._wakeup.wait()
                 continue
             ok = await self._pump(stop)
-            if not ok or len(self._outbox) <= HOLD_ABOVE:
+            if not ok or len(self._outbox) <= BATCH:
                 self._release()
             if not ok:
                 await first(stop.wait(), asyncio.sleep(min(self._settings.reconnect_interval, 1.0)))

@@ -13,7 +13,7 @@ import pytest
 from sensord.amqp.settings import AmqpSettings
 from sensord.amqp.topology import channel_queues
 from sensord.delivery import drain as publish
-from sensord.delivery.drain import HOLD_ABOVE, OutboxDrain, unique_prefix
+from sensord.delivery.drain import BATCH, OutboxDrain, unique_prefix
 from sensord.delivery.outbox import Outbox, OutboxRow, open_state_db
 from sensord.events import AlertEvent, Severity
 from sensord.notify.console import ConsoleChannelSettings
@@ -256,7 +256,7 @@ async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(
     channel = ConsoleChannelSettings.model_validate({"name": "rec", "type": "console"})
     metrics = Metrics()
     outbox = Outbox(open_state_db(tmp_path / "s.db"), 10_000, metrics)
-    n = HOLD_ABOVE * 4
+    n = BATCH * 4
     drain = OutboxDrain(amqp, outbox, metrics)
     # a burst of this run (rows found at start would be marked re-sent: the consumer
     # would ask the fleet first, notify/fleet.py, and the drain would be done by then)
@@ -280,9 +280,9 @@ async def test_a_backlog_reaches_rabbitmq_before_it_is_notified(
     assert sorted(rec.sent) == sorted(f"ev-{i}" for i in range(n))
     assert len(outbox) == 0
     if max_hold:
-        assert max(rec.held_at_send) <= HOLD_ABOVE  # nothing notified while a backlog was held
+        assert max(rec.held_at_send) <= BATCH  # nothing notified while a backlog was held
     else:
-        assert max(rec.held_at_send) > HOLD_ABOVE  # the hold ended: notified meanwhile
+        assert max(rec.held_at_send) > BATCH  # the hold ended: notified meanwhile
 
 
 def test_a_failed_insert_inside_the_callers_transaction_leaves_no_phantom_row(
