@@ -105,6 +105,9 @@ class Doubling:
 
 
 def test_a_registered_format_is_what_the_parser_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every format module imported first: one imported under the copy would register
+    # in it alone, and be unknown once the copy is undone (modules import once)
+    formats.names()
     monkeypatch.setattr(formats, "_FORMATS", dict(formats._FORMATS))  # undone after the test
     assert formats.register("doubling")(Doubling) is Doubling
     assert "doubling" in formats.names()

@@ -156,6 +156,9 @@ class Collect:
 async def test_two_formats_one_connection_learned_topics_and_counters(
     broker: PrivateMosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # every format module imported first: one imported under the copy would register
+    # in it alone, and be unknown once the copy is undone (modules import once)
+    formats.names()
     monkeypatch.setattr(formats, "_FORMATS", dict(formats._FORMATS))
     formats.register("learner")(Learner)
     root = f"src-{uid()}"
