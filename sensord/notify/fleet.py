@@ -94,6 +94,8 @@ class Fleet:
         self._ask_ids = itertools.count(1)
         self._channel: AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._bound = False  # this worker's queue is bound to the exchange
         self._beat: asyncio.Task[None] | None = None
         self._ready_at = 0.0
         self._live_count = 0
@@ -214,6 +216,7 @@ class Fleet:
     # ---- AMQP
 
     async def start(self, connection: AbstractRobustConnection) -> None:
+        self._connection = connection
         ch = await connection.channel()
         self._channel = ch
         # gone with the last worker's queue: a fleet leaves nothing behind on RabbitMQ
@@ -224,6 +227,7 @@ class Fleet:
             self.queue_name, durable=False, exclusive=True, auto_delete=True
         )
         await queue.bind(self._exchange)
+        self._bound = True
         await queue.consume(self._on_message, no_ack=True)
         self._ready_at = time.monotonic() + DISCOVERY
         await self._publish({"t": "hi"})
@@ -241,6 +245,25 @@ class Fleet:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._channel.close(), 2.0)
             self._channel = None
+        if self._exchange is not None and not self._bound:
+            await self._drop_unbound_exchange()
+        self._exchange, self._bound = None, False
+
+    async def _drop_unbound_exchange(self) -> None:
+        """A start stopped between declaring the exchange and binding this worker's queue
+        (sensord stopped while it connected): RabbitMQ deletes an auto-delete exchange
+        only when its last binding goes, so one that never had a binding would stay.
+        Deleted unless another worker's queue is bound to it (on a channel of its own:
+        the refusal closes it)."""
+        if self._connection is None:
+            return
+        with contextlib.suppress(Exception):
+            ch = await asyncio.wait_for(self._connection.channel(), 2.0)
+            try:
+                await asyncio.wait_for(ch.exchange_delete(self.exchange_name, if_unused=True), 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ch.close(), 2.0)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -172,6 +172,41 @@ async def test_the_fleet_leaves_nothing_on_rabbitmq() -> None:
             await ch.get_exchange(f"{prefix}.fleet", ensure=True)
 
 
+async def test_a_start_stopped_before_its_queue_was_bound_leaves_no_exchange(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sensord stopped while its fleet started: the exchange was declared, the queue's
+    bind never came. An auto-delete exchange that never had a binding is never deleted
+    by RabbitMQ: stop deletes it, unless another worker's queue is bound to it."""
+    prefix = f"t{uid()}"
+    other = Worker(prefix, "b" + uid())
+    await other.start()  # bound: its exchange must survive the first stop below
+    cut = Worker(prefix, "a" + uid())
+
+    async def never(*_args: object, **_kwargs: object) -> None:
+        raise asyncio.CancelledError  # the stop came during the bind
+
+    monkeypatch.setattr(aio_pika.RobustQueue, "bind", never)
+    with pytest.raises(asyncio.CancelledError):
+        await cut.start()
+    monkeypatch.undo()
+    await cut.stop()
+    conn = await aio_pika.connect(AMQP_URL)
+    async with conn:
+        ch = await conn.channel()
+        await ch.get_exchange(f"{prefix}.fleet", ensure=True)  # still in use: kept
+        await other.stop()
+        lone = Worker(prefix, "c" + uid())
+        monkeypatch.setattr(aio_pika.RobustQueue, "bind", never)
+        with pytest.raises(asyncio.CancelledError):
+            await lone.start()
+        monkeypatch.undo()
+        await lone.stop()
+        ch = await conn.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await ch.get_exchange(f"{prefix}.fleet", ensure=True)
+
+
 def test_workers_long_gone_are_forgotten() -> None:
     """Each start is a new worker id: ids not heard of for 10 x PEER_TTL are dropped."""
     fleet = Fleet(AmqpSettings(prefix="t"), worker_id="me")
