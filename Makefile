@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 help:
 	@echo "make run    - set up, then run sensord fed by simulated sensors (Ctrl-C stops)"
 	@echo "make test   - set up, then lint (ruff, import contracts), types (mypy --strict) and pytest"
-	@echo "make bench  - every benchmark (ingest, rules, notify, simulator, latency, history, product, formats, telemetry, cluster), JSON on stdout"
+	@echo "make bench  - every benchmark (ingest, rules, notify, simulator, latency, history, product, ceiling, formats, telemetry, cluster), JSON on stdout"
 	@echo "make chaos  - load + faults for CHAOS_MINUTES (5), then reconcile: JSON report + summary"
 	@echo "make soak   - SOAK_MINUTES (30) at SOAK_RATE (5000) readings/s, no faults: RSS drift"
 

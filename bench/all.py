@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in turn, each in its own process; one JSON object out.
 
 `python -m bench.all [NAME ...]` with names among ingest, rules, notify, simulator,
-latency, history, product, formats, telemetry, cluster (default: all). Each benchmark's
+latency, history, product, ceiling, formats, telemetry, cluster (default: all). Each benchmark's
 own JSON becomes one key of the result; a benchmark that fails is reported with its exit
 code and the tail of its stderr, and the others still run. Progress goes to stderr.
 """
@@ -23,6 +23,8 @@ BENCHES: dict[str, list[str]] = {
     "history": ["-m", "bench.history"],
     # the whole `sensord run` as users run it; the others measure sub-assemblies
     "product": ["-m", "bench.product"],
+    # no sensord: the leanest Python receiver and the stack's imports beside mosquitto_sub
+    "ceiling": ["-m", "bench.ceiling"],
     # readings/s per payload format (Zigbee2MQTT, Tasmota, …) through the whole sensord run
     "formats": ["-m", "bench.formats"],
     # the whole `sensord run` with and without [telemetry] stream = true
