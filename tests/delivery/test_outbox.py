@@ -77,6 +77,21 @@ def test_rows_survive_reopening_the_state_file(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def test_delete_takes_exactly_the_rows_named_whether_consecutive_or_not(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    box = Outbox(open_state_db(path), 100, Metrics())
+    box.add([_event(i, f"fp{i}") for i in range(8)])
+    seqs = [r.seq for r in box.head(10)]
+    box.delete(seqs[:3])  # a run of consecutive numbers: the drain's confirmed prefix
+    box.delete([seqs[4], seqs[6]])  # a gap between them
+    box.delete([seqs[7], seqs[5]])  # consecutive, in another order
+    want = ["ev-3"]
+    assert [r.event_id for r in box.head(10)] == want
+    on_disk = sqlite3.connect(path).execute("SELECT event_id FROM outbox ORDER BY seq")
+    assert [row[0] for row in on_disk] == want
+    assert [r.event_id for r in Outbox(open_state_db(path), 100, Metrics()).head(10)] == want
+
+
 def test_rows_inside_the_callers_transaction_commit_with_it(tmp_path: Path) -> None:
     box = Outbox(open_state_db(tmp_path / "s.db"), 100, Metrics())
     box.conn.execute("BEGIN")
