@@ -15,7 +15,6 @@ The body is JSON: {"version": 1, "stream": …, "next": …, "saved_at": …,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ class Checkpoint:
                 "stream": self.stream,
                 "next": self.next,
                 "saved_at": s.saved_at,
-                "records": [dataclasses.asdict(r) for r in s.records],
+                "records": [r._asdict() for r in s.records],
                 "clocks": [{"labels": c.labels, "last_seen": c.last_seen} for c in s.clocks],
             },
             separators=(",", ":"),

@@ -37,9 +37,11 @@ class AlertTransition(NamedTuple):
     threshold: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StateRecord:
-    """The durable part of one (rule, sensor) state; all-empty means: delete the row."""
+class StateRecord(NamedTuple):
+    """The durable part of one (rule, sensor) state; all-empty means: delete the row.
+
+    A NamedTuple, as AlertTransition: one is built per changed state per batch (an alert
+    storm: one per transition), and a frozen dataclass of 12 fields cost 3x as much."""
 
     rule: str
     rule_json: str
