@@ -38,7 +38,9 @@ def drain(sock: socket.socket, total: int, loads: Callable[[bytes], object] | No
         acks = []
         while pos + 2 <= end:
             first = buf[pos]
-            # remaining length: up to 4 bytes, 7 bits each
+            # remaining length: up to 4 bytes, 7 bits each. Inlined on purpose, as in
+            # simulators/wire.py: this file imports nothing of the project (its start-up
+            # is Python's own) and a call per message would be most of its cost
             length, shift, i = 0, 0, pos + 1
             while True:
                 if i >= end:
