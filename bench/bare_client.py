@@ -3,8 +3,9 @@
 `python bench/bare_client.py PORT CLIENT_ID N MODE`: connects with clean session off
 (the session and its subscription exist already, made by `mosquitto_sub -c -E`), reads
 PUBLISH packets straight off the socket, acknowledges each (one write per read), and exits
-after N. MODE `frames`: framing and PUBACKs only; `json`: also `json.loads` of every
-payload, the least any reader of JSON readings does. Standard library only, imported
+after N, printing how many PUBLISHes it counted. MODE `frames`: framing and PUBACKs
+only; `json`: also `json.loads` of every payload, the least any reader of JSON readings
+does. Standard library only, imported
 lazily by nothing: its start-up is Python's own.
 """
 
@@ -25,8 +26,11 @@ def connect(port: int, client_id: str) -> socket.socket:
     return sock
 
 
-def drain(sock: socket.socket, total: int, loads: Callable[[bytes], object] | None) -> bytes:
-    """Read until `total` PUBLISHes arrived, acknowledging each; what is left unparsed."""
+def drain(
+    sock: socket.socket, total: int, loads: Callable[[bytes], object] | None
+) -> tuple[int, bytes]:
+    """Read until `total` PUBLISHes arrived, acknowledging each: (how many were counted,
+    what is left unparsed)."""
     buf = b""
     seen = 0
     while seen < total:
@@ -70,7 +74,7 @@ def drain(sock: socket.socket, total: int, loads: Callable[[bytes], object] | No
         buf = buf[pos:]
         if acks:
             sock.sendall(b"".join(acks))
-    return buf
+    return seen, buf
 
 
 def leave(sock: socket.socket, buf: bytes) -> None:
@@ -93,7 +97,9 @@ def leave(sock: socket.socket, buf: bytes) -> None:
 def main() -> None:
     port, client_id, total, mode = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     sock = connect(port, client_id)
-    leave(sock, drain(sock, total, json.loads if mode == "json" else None))
+    seen, rest = drain(sock, total, json.loads if mode == "json" else None)
+    leave(sock, rest)
+    print(seen)
 
 
 if __name__ == "__main__":

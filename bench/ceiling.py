@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker import PrivateMosquitto
-from bench.product import Config, create_session, delete_session, drain_mosquitto_sub
+from bench.product import (
+    Config,
+    _median_of,
+    _rotate,
+    create_session,
+    delete_session,
+    drain_mosquitto_sub,
+)
 from bench.product_load import publish_backlog
 
 SCOPE = "reference: bare Python QoS 1 receivers beside mosquitto_sub (no sensord)"
@@ -59,13 +66,20 @@ def progress(text: str) -> None:
 def drain_bare(cfg: Config, port: int, client_id: str, mode: str) -> dict[str, Any]:
     args = [sys.executable, str(BARE), str(port), client_id, str(cfg.readings), mode]
     start = time.perf_counter()
-    proc = subprocess.run(args, check=False, timeout=max(cfg.idle_timeout, cfg.readings / 2000))
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=max(cfg.idle_timeout, cfg.readings / 2000),
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"bare_client {mode} exited with {proc.returncode}")
-    rate = cfg.readings / seconds
-    progress(f"  bare_{mode} {cfg.readings} msgs in {seconds:.3f} s = {rate:.0f} msgs/s")
-    return {"received": cfg.readings, "seconds": round(seconds, 3), "msgs_per_s": round(rate, 1)}
+        raise RuntimeError(f"bare_client {mode} exited with {proc.returncode}: {proc.stderr}")
+    received = int(proc.stdout)  # the PUBLISHes it counted
+    rate = received / seconds
+    progress(f"  bare_{mode} {received} msgs in {seconds:.3f} s = {rate:.0f} msgs/s")
+    return {"received": received, "seconds": round(seconds, 3), "msgs_per_s": round(rate, 1)}
 
 
 def stack_import_s(times: int = 5) -> dict[str, Any]:
@@ -76,7 +90,7 @@ def stack_import_s(times: int = 5) -> dict[str, Any]:
                                    capture_output=True, text=True).stdout), 3)
         for _ in range(times)
     ]  # fmt: skip
-    return _median(values)
+    return {"median": round(statistics.median(values), 3), "values": values}
 
 
 def measure(cfg: Config, broker: PrivateMosquitto, order: list[str]) -> dict[str, Any]:
@@ -106,10 +120,6 @@ def measure(cfg: Config, broker: PrivateMosquitto, order: list[str]) -> dict[str
     return out
 
 
-def _median(values: list[float]) -> dict[str, Any]:
-    return {"median": round(statistics.median(values), 3) if values else None, "values": values}
-
-
 def run(cfg: Config, runs: int) -> dict[str, Any]:
     load_before = [round(x, 2) for x in os.getloadavg()]
     imports = stack_import_s()
@@ -119,23 +129,16 @@ def run(cfg: Config, runs: int) -> dict[str, Any]:
         done: list[dict[str, Any]] = []
         with PrivateMosquitto(max_inflight=window, executable=cfg.mosquitto) as broker:
             for n in range(runs):
-                k = n % len(RECEIVERS)
-                order = [*RECEIVERS[k:], *RECEIVERS[:k]]
+                order = _rotate(RECEIVERS, n)
                 progress(f"run {n + 1}/{runs} window {window}: {order}")
-                done.append(measure(cfg, broker, order))
+                d = measure(cfg, broker, order)
+                floor = imports["median"] + d["bare_json"]["seconds"]
+                d["floor_ratio"] = round(d["mosquitto_sub"]["seconds"] / floor, 3)
+                done.append(d)
         results[f"window_{window}"] = {
-            **{f"{r}_msgs_per_s": _median([d[r]["msgs_per_s"] for d in done]) for r in RECEIVERS},
-            **{f"{r}_ratio": _median([d[f"{r}_ratio"] for d in done]) for r in RECEIVERS[1:]},
-            "floor_ratio": _median(
-                [
-                    round(
-                        d["mosquitto_sub"]["seconds"]
-                        / (imports["median"] + d["bare_json"]["seconds"]),
-                        3,
-                    )
-                    for d in done
-                ]
-            ),
+            **{f"{r}_msgs_per_s": _median_of(done, r, "msgs_per_s") for r in RECEIVERS},
+            **{f"{r}_ratio": _median_of(done, f"{r}_ratio") for r in RECEIVERS[1:]},
+            "floor_ratio": _median_of(done, "floor_ratio"),
             "runs": done,
         }
     return {

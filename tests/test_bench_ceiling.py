@@ -56,6 +56,7 @@ def test_bare_client_drains_the_session_and_leaves_nothing_unacknowledged(mode: 
                 check=False,
             )
             assert done.returncode == 0, done.stderr
+            assert int(done.stdout) == BACKLOG  # the PUBLISHes it counted
             # a receiver that quit before the broker took its PUBACKs would get them again
             assert _left_in_session(broker.port, client_id) == 0
         finally:

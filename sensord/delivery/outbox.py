@@ -246,8 +246,7 @@ class Outbox:
         first, last = seqs[0], seqs[-1]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            run = last - first == len(seqs) - 1
-            if run and all(b - a == 1 for a, b in itertools.pairwise(seqs)):
+            if all(b - a == 1 for a, b in itertools.pairwise(seqs)):
                 # a run of consecutive numbers (the drain's confirmed prefix): one range
                 # statement instead of one lookup per row (~15 % less CPU for 512 rows)
                 self.conn.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
